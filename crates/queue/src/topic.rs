@@ -26,6 +26,10 @@ pub(crate) struct Topic {
 impl Topic {
     /// Opens the topic in `dir`, creating it with `partitions` if it is new.
     pub(crate) fn open(dir: &Path, name: &str, partitions: u32, config: &QueueConfig) -> Result<Topic> {
+        std::fs::create_dir_all(dir).map_err(|source| QueueError::Io {
+            context: format!("creating {}", dir.display()),
+            source,
+        })?;
         let meta = dir.join(META);
         let count = match std::fs::read_to_string(&meta) {
             Ok(text) => text.trim().parse::<u32>().map_err(|_| QueueError::Io {
