@@ -154,15 +154,11 @@ impl Cursor {
                 continue;
             }
             if r.offset > self.fetched {
-                // Retention deleted offsets this group never finished.
-                for _ in self.fetched..r.offset {
-                    self.slots.push_back(Slot {
-                        state: State::Done,
-                        delivery_count: 0,
-                        record: None,
-                    });
-                }
-                self.fetched = r.offset;
+                // Retention deleted offsets this group never finished, the
+                // whole window with them: continue from what is left.
+                let done = std::mem::take(&mut self.known_done);
+                let counts = std::mem::take(&mut self.known_counts);
+                *self = Cursor::restore(r.offset, done, counts);
             }
             let offset = r.offset;
             let delivery_count = self.known_counts.remove(&offset).unwrap_or(0);

@@ -294,7 +294,9 @@ impl Group {
             let log = &self.topic.partitions[p];
             let end = log.next_offset();
             let committed = cursor.committed().max(log.start_offset());
-            stats.depth += end.saturating_sub(committed) - cursor.done_in_window() as u64;
+            stats.depth += end
+                .saturating_sub(committed)
+                .saturating_sub(cursor.done_in_window() as u64);
             stats.in_flight += cursor.in_flight() as u64;
             stats.committed.push(cursor.committed());
             let ts = match cursor.oldest_pending_ts() {
