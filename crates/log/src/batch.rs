@@ -155,7 +155,11 @@ pub(crate) fn encode_unsealed(records: &[Record]) -> Vec<u8> {
     let body: usize = records.iter().map(Record::encoded_len).sum();
     let mut buf = Vec::with_capacity(BATCH_HEADER_LEN + body);
     let first_ts = records[0].timestamp;
-    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(first_ts);
+    let max_ts = records
+        .iter()
+        .map(|r| r.timestamp)
+        .max()
+        .unwrap_or(first_ts);
     buf.extend_from_slice(&((BATCH_HEADER_LEN - 4 + body) as u32).to_le_bytes());
     buf.extend_from_slice(&0u32.to_le_bytes()); // crc, set by rebase
     buf.extend_from_slice(&[MAGIC, 0, 0, 0]);
@@ -302,7 +306,9 @@ fn decode_record(buf: &Bytes, pos: usize, end: usize) -> Result<(Record, usize),
     let n = c.u32()? as usize;
     let payload = c.bytes(n)?;
     if c.pos != record_end {
-        return Err(BatchError::Malformed("record length disagrees with its fields"));
+        return Err(BatchError::Malformed(
+            "record length disagrees with its fields",
+        ));
     }
     Ok((
         Record {
@@ -419,7 +425,10 @@ mod tests {
                 let mut bad = buf.clone();
                 bad[i] ^= bit;
                 let result = decode(&Bytes::from(bad), MAX);
-                assert!(result.is_err(), "flip of bit {bit:#x} at byte {i} went unnoticed");
+                assert!(
+                    result.is_err(),
+                    "flip of bit {bit:#x} at byte {i} went unnoticed"
+                );
             }
         }
     }

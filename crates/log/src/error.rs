@@ -37,7 +37,11 @@ impl LogError {
         move |source| LogError::Io { path, source }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, position: u64, reason: &BatchError) -> LogError {
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        position: u64,
+        reason: &BatchError,
+    ) -> LogError {
         LogError::Corrupt {
             path: path.into(),
             position,

@@ -42,7 +42,11 @@ impl SparseIndex {
     /// `relative_offset`, or 0.
     pub(crate) fn lookup(&self, relative_offset: u32) -> u64 {
         let i = self.entries.partition_point(|&(o, _)| o <= relative_offset);
-        if i == 0 { 0 } else { u64::from(self.entries[i - 1].1) }
+        if i == 0 {
+            0
+        } else {
+            u64::from(self.entries[i - 1].1)
+        }
     }
 }
 
@@ -64,7 +68,7 @@ impl SealedIndex {
 
     /// Decodes an index file; `None` when it is damaged in any way.
     pub(crate) fn decode(buf: &[u8]) -> Option<SealedIndex> {
-        if buf.len() < FOOTER_LEN || (buf.len() - FOOTER_LEN) % 8 != 0 {
+        if buf.len() < FOOTER_LEN || !(buf.len() - FOOTER_LEN).is_multiple_of(8) {
             return None;
         }
         let f = buf.len() - FOOTER_LEN;
@@ -75,7 +79,9 @@ impl SealedIndex {
             .chunks_exact(8)
             .map(|c| (u32_at(c, 0), u32_at(c, 4)))
             .collect();
-        let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        let sorted = entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
         let segment_len = u64_at(buf, f);
         let inside = entries.iter().all(|&(_, p)| u64::from(p) < segment_len);
         (sorted && inside).then(|| SealedIndex {
@@ -107,7 +113,14 @@ mod tests {
     #[test]
     fn lookup_finds_the_last_entry_at_or_before() {
         let idx = sample().index;
-        let cases = [(0, 0), (99, 0), (100, 4096), (249, 4096), (250, 9000), (999, 9000)];
+        let cases = [
+            (0, 0),
+            (99, 0),
+            (100, 4096),
+            (249, 4096),
+            (250, 9000),
+            (999, 9000),
+        ];
         for (offset, want) in cases {
             assert_eq!(idx.lookup(offset), want, "offset {offset}");
         }

@@ -102,17 +102,17 @@ impl Log {
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let path = segment::log_path(dir, base);
-            if let Some(prev) = segments.last() {
-                if prev.next != base {
-                    return Err(LogError::Corrupt {
-                        path,
-                        position: 0,
-                        reason: format!(
-                            "segment starts at offset {base} but the previous one ends at {}",
-                            prev.next
-                        ),
-                    });
-                }
+            if let Some(prev) = segments.last()
+                && prev.next != base
+            {
+                return Err(LogError::Corrupt {
+                    path,
+                    position: 0,
+                    reason: format!(
+                        "segment starts at offset {base} but the previous one ends at {}",
+                        prev.next
+                    ),
+                });
             }
             let seg = if i + 1 < bases.len() {
                 let (seg, rebuilt) = Segment::open_sealed(path, base, interval, max_batch)?;
@@ -188,7 +188,9 @@ impl Log {
                 // Cut back whatever part of the batch reached the file; if
                 // even that fails, what is on disk is unknown.
                 if let Err(cut) = active.file.set_len(active.len) {
-                    self.fail(format!("write failed ({e}) and could not be undone ({cut})"));
+                    self.fail(format!(
+                        "write failed ({e}) and could not be undone ({cut})"
+                    ));
                 }
                 return Err(LogError::Io {
                     path: active.path.clone(),
@@ -196,8 +198,17 @@ impl Log {
                 });
             }
             let next = base + records.len() as u64;
-            let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(i64::MIN);
-            active.advance(buf.len() as u64, next, max_ts, self.config.index_interval_bytes);
+            let max_ts = records
+                .iter()
+                .map(|r| r.timestamp)
+                .max()
+                .unwrap_or(i64::MIN);
+            active.advance(
+                buf.len() as u64,
+                next,
+                max_ts,
+                self.config.index_interval_bytes,
+            );
             Appended {
                 base_offset: base,
                 next_offset: next,
@@ -262,7 +273,9 @@ impl Log {
             .map_err(LogError::io(&active.path))?;
         active.write_index()?;
         let sealed_next = active.next;
-        inner.segments.push(Segment::create(&self.dir, sealed_next)?);
+        inner
+            .segments
+            .push(Segment::create(&self.dir, sealed_next)?);
         sync_dir(&self.dir)?;
         let mut state = self.sync.lock().unwrap_or_else(|p| p.into_inner());
         state.synced = state.synced.max(sealed_next);
@@ -282,28 +295,51 @@ impl Log {
         while budget > 0 {
             let Some(view) = self.view(next) else { break };
             next = next.max(view.base);
-            let want = budget.max(MIN_READ).min((view.end - view.pos) as usize);
-            let mut buf = Bytes::from(segment::read_at(&view.file, &view.path, view.pos, want)?);
-            let mut at = 0usize;
-            while at < buf.len() && budget > 0 {
-                let pos = view.pos + at as u64;
+            let wanted = next;
+            // `buf` holds the file from `buf_pos` on; `pos` is the next batch.
+            // The sparse index may point a little before `next`: batches
+            // wholly below it are checked but neither returned nor charged
+            // to the budget.
+            let mut buf = Bytes::new();
+            let mut buf_pos = view.pos;
+            let mut pos = view.pos;
+            while pos < view.end && budget > 0 {
                 let corrupt = |e: &batch::BatchError| LogError::corrupt(&view.path, pos, e);
+                let left = (view.end - pos) as usize;
+                // Refill when the buffer ends inside the header or the body
+                // of the next batch; a refill holds the batch whole.
+                if buf_pos + (buf.len() as u64) < pos + batch::BATCH_HEADER_LEN.min(left) as u64 {
+                    buf = view.fetch(pos, budget)?;
+                    buf_pos = pos;
+                }
+                let mut at = (pos - buf_pos) as usize;
                 let header = batch::peek_header(&buf[at..], self.config.max_batch_bytes)
                     .map_err(|e| corrupt(&e))?;
                 if at + header.total_len > buf.len() {
-                    if at > 0 {
-                        break;
-                    }
-                    // A single batch larger than the read: fetch it whole.
-                    buf = Bytes::from(segment::read_at(&view.file, &view.path, pos, header.total_len)?);
+                    buf = view.fetch(pos, budget.max(header.total_len))?;
+                    buf_pos = pos;
+                    at = 0;
                 }
-                let one = buf.slice(at..at + header.total_len);
+                // Short only when the length field runs past the segment:
+                // decoding then reports the batch as truncated.
+                let one = buf.slice(at..(at + header.total_len).min(buf.len()));
                 let (header, records) =
                     batch::decode(&one, self.config.max_batch_bytes).map_err(|e| corrupt(&e))?;
-                out.extend(records.into_iter().filter(|r| r.offset >= next));
-                next = next.max(header.next_offset());
-                budget = budget.saturating_sub(header.total_len);
-                at += header.total_len;
+                if header.next_offset() > next {
+                    out.extend(records.into_iter().filter(|r| r.offset >= next));
+                    next = header.next_offset();
+                    budget = budget.saturating_sub(header.total_len);
+                }
+                pos += header.total_len as u64;
+            }
+            if next == wanted && budget > 0 {
+                // The segment ended without the offset it claims to hold;
+                // looking again would find the same.
+                return Err(LogError::Corrupt {
+                    path: view.path,
+                    position: pos,
+                    reason: format!("segment ends before offset {next}, which it claims to hold"),
+                });
             }
         }
         Ok(out)
@@ -335,7 +371,11 @@ impl Log {
 
     /// The offset the next appended record will get.
     pub fn next_offset(&self) -> u64 {
-        self.lock_inner().segments.last().expect("active segment").next
+        self.lock_inner()
+            .segments
+            .last()
+            .expect("active segment")
+            .next
     }
 
     /// Bytes of all segments.
@@ -383,7 +423,8 @@ impl Log {
             .retention_age
             .map(|age| now_ms.saturating_sub(age.as_millis() as i64));
         self.remove_oldest_while(|oldest, total| {
-            max_bytes.is_some_and(|max| total > max) || min_ts.is_some_and(|min| oldest.max_ts < min)
+            max_bytes.is_some_and(|max| total > max)
+                || min_ts.is_some_and(|min| oldest.max_ts < min)
         })
     }
 
@@ -392,13 +433,20 @@ impl Log {
         self.remove_oldest_while(|oldest, _| oldest.next <= offset)
     }
 
-    fn remove_oldest_while(&self, mut doomed: impl FnMut(&Segment, u64) -> bool) -> Result<Removed> {
+    fn remove_oldest_while(
+        &self,
+        mut doomed: impl FnMut(&Segment, u64) -> bool,
+    ) -> Result<Removed> {
         let mut inner = self.lock_inner();
         let mut removed = Removed::default();
         let mut total: u64 = inner.segments.iter().map(|s| s.len).sum();
         while inner.segments.len() > 1 && doomed(&inner.segments[0], total) {
             let seg = inner.segments.remove(0);
             seg.remove_files()?;
+            // Each deletion is made durable before the next, so a power cut
+            // can never leave an older segment behind a deleted newer one
+            // (a gap that open would rightly call corruption).
+            sync_dir(&self.dir)?;
             total -= seg.len;
             removed.segments += 1;
             removed.bytes += seg.len;
@@ -475,12 +523,29 @@ struct View {
     end: u64,
 }
 
+impl View {
+    /// Reads about `budget` bytes (at least [`MIN_READ`]) from `pos`, but not
+    /// past the end of the segment as it was when viewed.
+    fn fetch(&self, pos: u64, budget: usize) -> Result<Bytes> {
+        let want = budget.max(MIN_READ).min((self.end - pos) as usize);
+        let buf = segment::read_at(&self.file, &self.path, pos, want)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
 fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(LogError::io(dir))? {
         let entry = entry.map_err(LogError::io(dir))?;
-        if let Some(base) = entry.file_name().to_str().and_then(segment::parse_name) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(base) = segment::parse_name(name) {
             bases.push(base);
+        } else if let Some(stem) = name.strip_suffix(".idx") {
+            // An index whose segment is gone was left by a crash mid-delete.
+            if !dir.join(format!("{stem}.log")).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
     bases.sort_unstable();

@@ -63,7 +63,15 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(LogError::io(&path))?;
-        Ok(Segment::from_parts(path, file, base, 0, base, i64::MIN, SparseIndex::default()))
+        Ok(Segment::from_parts(
+            path,
+            file,
+            base,
+            0,
+            base,
+            i64::MIN,
+            SparseIndex::default(),
+        ))
     }
 
     fn from_parts(
@@ -108,27 +116,35 @@ impl Segment {
     ) -> Result<(Segment, bool)> {
         let (file, file_len) = Segment::open_file(&path)?;
         let idx_path = index_path(&path);
-        if let Ok(bytes) = std::fs::read(&idx_path) {
-            if let Some(sealed) = SealedIndex::decode(&bytes) {
-                if sealed.segment_len == file_len && sealed.next_offset >= base {
-                    let seg = Segment::from_parts(
-                        path,
-                        file,
-                        base,
-                        file_len,
-                        sealed.next_offset,
-                        sealed.max_ts,
-                        sealed.index,
-                    );
-                    return Ok((seg, false));
-                }
-            }
+        if let Ok(bytes) = std::fs::read(&idx_path)
+            && let Some(sealed) = SealedIndex::decode(&bytes)
+            && sealed.segment_len == file_len
+            && sealed.next_offset >= base
+        {
+            let seg = Segment::from_parts(
+                path,
+                file,
+                base,
+                file_len,
+                sealed.next_offset,
+                sealed.max_ts,
+                sealed.index,
+            );
+            return Ok((seg, false));
         }
         let scan = scan(&file, &path, base, file_len, interval, max_batch)?;
         if let Some((pos, err)) = scan.damage {
             return Err(LogError::corrupt(&path, pos, &err));
         }
-        let seg = Segment::from_parts(path, file, base, scan.len, scan.next, scan.max_ts, scan.index);
+        let seg = Segment::from_parts(
+            path,
+            file,
+            base,
+            scan.len,
+            scan.next,
+            scan.max_ts,
+            scan.index,
+        );
         seg.write_index()?;
         Ok((seg, true))
     }
@@ -149,7 +165,9 @@ impl Segment {
         let scan = scan(&file, &path, base, file_len, interval, max_batch)?;
         let mut truncated = 0;
         if let Some((pos, err)) = &scan.damage {
-            if let Some(later) = find_valid_batch(&file, &path, *pos, file_len, scan.next, max_batch)? {
+            if let Some(later) =
+                find_valid_batch(&file, &path, *pos, file_len, scan.next, max_batch)?
+            {
                 return Err(LogError::Corrupt {
                     path,
                     position: *pos,
@@ -160,7 +178,15 @@ impl Segment {
             file.sync_all().map_err(LogError::io(&path))?;
             truncated = file_len - pos;
         }
-        let seg = Segment::from_parts(path, file, base, scan.len, scan.next, scan.max_ts, scan.index);
+        let seg = Segment::from_parts(
+            path,
+            file,
+            base,
+            scan.len,
+            scan.next,
+            scan.max_ts,
+            scan.index,
+        );
         Ok((seg, truncated))
     }
 
@@ -194,16 +220,18 @@ impl Segment {
         self.index.lookup(offset.saturating_sub(self.base) as u32)
     }
 
+    /// Deletes the index first, then the segment: a crash in between
+    /// leaves a segment without an index, which open rebuilds.
     pub(crate) fn remove_files(&self) -> Result<()> {
-        std::fs::remove_file(&self.path).map_err(LogError::io(&self.path))?;
         let _ = std::fs::remove_file(index_path(&self.path));
-        Ok(())
+        std::fs::remove_file(&self.path).map_err(LogError::io(&self.path))
     }
 }
 
 pub(crate) fn read_at(file: &File, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0; len];
-    file.read_exact_at(&mut buf, pos).map_err(LogError::io(path))?;
+    file.read_exact_at(&mut buf, pos)
+        .map_err(LogError::io(path))?;
     Ok(buf)
 }
 
@@ -329,14 +357,12 @@ fn find_valid_batch(
         let Some(bytes) = w.get(pos, BATCH_HEADER_LEN)? else {
             break;
         };
-        if let Ok(h) = batch::peek_header(bytes, max_batch) {
-            if h.base_offset >= min_base {
-                if let Some(bytes) = w.get(pos, h.total_len)? {
-                    if batch::verify(bytes, max_batch).is_ok() {
-                        return Ok(Some(pos));
-                    }
-                }
-            }
+        if let Ok(h) = batch::peek_header(bytes, max_batch)
+            && h.base_offset >= min_base
+            && let Some(bytes) = w.get(pos, h.total_len)?
+            && batch::verify(bytes, max_batch).is_ok()
+        {
+            return Ok(Some(pos));
         }
         pos += 1;
     }
@@ -353,7 +379,11 @@ mod tests {
         let name = p.file_name().unwrap().to_str().unwrap();
         assert_eq!(name, "00000000000000001234.log");
         assert_eq!(parse_name(name), Some(1234));
-        for bad in ["1234.log", "0000000000000000123x.log", "00000000000000001234.idx"] {
+        for bad in [
+            "1234.log",
+            "0000000000000000123x.log",
+            "00000000000000001234.idx",
+        ] {
             assert_eq!(parse_name(bad), None, "{bad}");
         }
     }
