@@ -78,7 +78,10 @@ pub enum SeekTo {
     Earliest,
     Latest,
     /// One partition to an offset.
-    Offset { partition: u32, offset: u64 },
+    Offset {
+        partition: u32,
+        offset: u64,
+    },
     /// Every partition to its first message at or after this time (ms).
     Timestamp(i64),
 }

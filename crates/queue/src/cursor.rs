@@ -20,7 +20,10 @@ use weir_log::{Record, StoredRecord};
 enum State {
     Ready,
     Delayed,
-    Leased { deadline: Instant, consumer: Arc<str> },
+    Leased {
+        deadline: Instant,
+        consumer: Arc<str>,
+    },
     Dying,
     Done,
 }
@@ -106,7 +109,11 @@ pub(crate) struct Cursor {
 
 impl Cursor {
     /// A cursor resumed from what the journal recorded.
-    pub(crate) fn restore(committed: u64, done: BTreeSet<u64>, counts: HashMap<u64, u32>) -> Cursor {
+    pub(crate) fn restore(
+        committed: u64,
+        done: BTreeSet<u64>,
+        counts: HashMap<u64, u32>,
+    ) -> Cursor {
         Cursor {
             committed,
             fetched: committed,
@@ -192,7 +199,9 @@ impl Cursor {
                 break;
             }
             self.leases.pop();
-            let Some(i) = self.index(offset) else { continue };
+            let Some(i) = self.index(offset) else {
+                continue;
+            };
             let slot = &mut self.slots[i];
             let live = matches!(&slot.state, State::Leased { deadline: d, .. } if *d == deadline)
                 && slot.delivery_count == count;
@@ -214,23 +223,33 @@ impl Cursor {
                 break;
             }
             self.delayed.pop();
-            if let Some(i) = self.index(offset) {
-                if self.slots[i].state == State::Delayed {
-                    self.slots[i].state = State::Ready;
-                    self.ready.push(Reverse(offset));
-                }
+            if let Some(i) = self.index(offset)
+                && self.slots[i].state == State::Delayed
+            {
+                self.slots[i].state = State::Ready;
+                self.ready.push(Reverse(offset));
             }
         }
         (dead, redelivered)
     }
 
     /// Leases up to `max` ready messages to `consumer`, lowest offset first.
-    pub(crate) fn take(&mut self, now: Instant, max: usize, consumer: &Arc<str>, rules: Rules) -> Vec<Leased> {
+    pub(crate) fn take(
+        &mut self,
+        now: Instant,
+        max: usize,
+        consumer: &Arc<str>,
+        rules: Rules,
+    ) -> Vec<Leased> {
         let mut out = Vec::new();
         let deadline = now + rules.visibility_timeout;
         while out.len() < max {
-            let Some(Reverse(offset)) = self.ready.pop() else { break };
-            let Some(i) = self.index(offset) else { continue };
+            let Some(Reverse(offset)) = self.ready.pop() else {
+                break;
+            };
+            let Some(i) = self.index(offset) else {
+                continue;
+            };
             let slot = &mut self.slots[i];
             if slot.state != State::Ready {
                 continue;
@@ -240,11 +259,15 @@ impl Cursor {
                 deadline,
                 consumer: Arc::clone(consumer),
             };
-            self.leases.push(Reverse((deadline, offset, slot.delivery_count)));
+            self.leases
+                .push(Reverse((deadline, offset, slot.delivery_count)));
             self.in_flight += 1;
             out.push(Leased {
                 offset,
-                record: slot.record.clone().expect("a pending slot holds its record"),
+                record: slot
+                    .record
+                    .clone()
+                    .expect("a pending slot holds its record"),
                 delivery_count: slot.delivery_count,
             });
         }
@@ -317,7 +340,10 @@ impl Cursor {
             State::Ready | State::Delayed => {}
         }
         slot.state = State::Dying;
-        (Settled::Done, Some(dead_letter(offset, slot, DeadReason::Rejected)))
+        (
+            Settled::Done,
+            Some(dead_letter(offset, slot, DeadReason::Rejected)),
+        )
     }
 
     /// The dead letter for `offset` is durable: the message is done.
@@ -334,11 +360,11 @@ impl Cursor {
 
     /// Dead-lettering `offset` failed: deliver it again instead.
     pub(crate) fn release(&mut self, offset: u64) {
-        if let Some(i) = self.index(offset) {
-            if self.slots[i].state == State::Dying {
-                self.slots[i].state = State::Ready;
-                self.ready.push(Reverse(offset));
-            }
+        if let Some(i) = self.index(offset)
+            && self.slots[i].state == State::Dying
+        {
+            self.slots[i].state = State::Ready;
+            self.ready.push(Reverse(offset));
         }
     }
 
@@ -385,7 +411,8 @@ impl Cursor {
     }
 
     fn index(&self, offset: u64) -> Option<usize> {
-        (offset >= self.committed && offset < self.fetched).then(|| (offset - self.committed) as usize)
+        (offset >= self.committed && offset < self.fetched)
+            .then(|| (offset - self.committed) as usize)
     }
 
     fn outside(&self, offset: u64) -> Settled {
@@ -410,7 +437,10 @@ impl Cursor {
 fn dead_letter(offset: u64, slot: &Slot, reason: DeadReason) -> DeadLetter {
     DeadLetter {
         offset,
-        record: slot.record.clone().expect("a pending slot holds its record"),
+        record: slot
+            .record
+            .clone()
+            .expect("a pending slot holds its record"),
         delivery_count: slot.delivery_count,
         reason,
     }
@@ -446,7 +476,11 @@ mod tests {
     fn committed_moves_only_over_done_offsets() {
         let mut c = filled(5);
         let now = Instant::now();
-        let got: Vec<u64> = c.take(now, 5, &consumer(), RULES).iter().map(|l| l.offset).collect();
+        let got: Vec<u64> = c
+            .take(now, 5, &consumer(), RULES)
+            .iter()
+            .map(|l| l.offset)
+            .collect();
         assert_eq!(got, [0, 1, 2, 3, 4]);
         let steps: &[(u64, Settled, u64)] = &[
             (1, Settled::Done, 0),
@@ -510,9 +544,16 @@ mod tests {
         c.take(t0, 1, &consumer(), RULES);
         let (s, dead) = c.nack(0, Duration::from_secs(5), t0, RULES);
         assert_eq!((s, dead), (Settled::Done, None));
-        assert!(c.take(t0 + Duration::from_secs(4), 1, &consumer(), RULES).is_empty());
+        assert!(
+            c.take(t0 + Duration::from_secs(4), 1, &consumer(), RULES)
+                .is_empty()
+        );
         c.expire(t0 + Duration::from_secs(5), RULES);
-        assert_eq!(c.take(t0 + Duration::from_secs(5), 1, &consumer(), RULES).len(), 1);
+        assert_eq!(
+            c.take(t0 + Duration::from_secs(5), 1, &consumer(), RULES)
+                .len(),
+            1
+        );
         assert_eq!(c.nack(0, Duration::ZERO, t0, RULES).0, Settled::Done);
         c.take(t0, 1, &consumer(), RULES);
         let (_, dead) = c.nack(0, Duration::ZERO, t0, RULES);
@@ -531,7 +572,10 @@ mod tests {
         assert_eq!(c.in_flight(), 1);
         c.release(1);
         assert_eq!(c.take(t0, 5, &consumer(), RULES)[0].offset, 1);
-        assert_eq!(c.nack(5, Duration::ZERO, t0, RULES).0, Settled::NotDelivered);
+        assert_eq!(
+            c.nack(5, Duration::ZERO, t0, RULES).0,
+            Settled::NotDelivered
+        );
     }
 
     #[test]

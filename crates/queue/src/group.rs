@@ -186,10 +186,13 @@ impl Group {
                 continue;
             }
             let runs = journal::counted_runs(leased.iter().map(|l| (l.offset, l.delivery_count)));
-            self.write_locked(&mut st, &Event::Delivered {
-                partition: p as u32,
-                runs,
-            })?;
+            self.write_locked(
+                &mut st,
+                &Event::Delivered {
+                    partition: p as u32,
+                    runs,
+                },
+            )?;
             st.delivered += leased.len() as u64;
             out.extend(leased.into_iter().map(|l| self.delivery(p as u32, l)));
         }
@@ -200,7 +203,12 @@ impl Group {
     }
 
     /// Acks, nacks or rejects messages; one outcome per id.
-    pub(crate) fn settle(&self, ids: &[MessageId], how: &Settle, now: Instant) -> Result<Vec<Settled>> {
+    pub(crate) fn settle(
+        &self,
+        ids: &[MessageId],
+        how: &Settle,
+        now: Instant,
+    ) -> Result<Vec<Settled>> {
         let mut st = self.lock();
         let rules = st.rules;
         let mut outcomes = Vec::with_capacity(ids.len());
@@ -222,7 +230,10 @@ impl Group {
             }
             if let Some(mut letter) = letter {
                 if let Settle::Reject(detail) = how {
-                    letter.record.headers.push(Header::new("x-weir-dlq-detail", detail.clone()));
+                    letter
+                        .record
+                        .headers
+                        .push(Header::new("x-weir-dlq-detail", detail.clone()));
                 }
                 dead.push((id.partition, letter));
             }
@@ -243,7 +254,10 @@ impl Group {
         let targets: Vec<(u32, u64)> = match to {
             SeekTo::Offset { partition, offset } => {
                 let log = self.topic.log(partition)?;
-                vec![(partition, offset.clamp(log.start_offset(), log.next_offset()))]
+                vec![(
+                    partition,
+                    offset.clamp(log.start_offset(), log.next_offset()),
+                )]
             }
             _ => self
                 .topic
@@ -276,7 +290,13 @@ impl Group {
         let rules = st.rules;
         let mut dead = Vec::new();
         for (p, cursor) in st.cursors.iter_mut().enumerate() {
-            dead.extend(cursor.expire(now, rules).0.into_iter().map(|d| (p as u32, d)));
+            dead.extend(
+                cursor
+                    .expire(now, rules)
+                    .0
+                    .into_iter()
+                    .map(|d| (p as u32, d)),
+            );
         }
         self.bury(&mut st, dead)?;
         let mut stats = GroupStats {
@@ -347,14 +367,19 @@ impl Group {
                 }
             }
         }
-        self.dead_letters.published.fetch_add(buried, std::sync::atomic::Ordering::Relaxed);
+        self.dead_letters
+            .published
+            .fetch_add(buried, std::sync::atomic::Ordering::Relaxed);
         self.dead_letters.notify.notify_waiters();
         for (partition, mut offsets) in done {
             offsets.sort_unstable();
-            self.write_locked(st, &Event::Done {
-                partition,
-                runs: journal::runs(offsets),
-            })?;
+            self.write_locked(
+                st,
+                &Event::Done {
+                    partition,
+                    runs: journal::runs(offsets),
+                },
+            )?;
         }
         Ok(())
     }
@@ -370,9 +395,11 @@ impl Group {
             ("x-weir-origin-timestamp", record.timestamp.to_string()),
             ("x-weir-delivery-count", letter.delivery_count.to_string()),
         ];
-        record
-            .headers
-            .extend(origin.into_iter().map(|(n, v)| Header::new(n, Bytes::from(v))));
+        record.headers.extend(
+            origin
+                .into_iter()
+                .map(|(n, v)| Header::new(n, Bytes::from(v))),
+        );
         record.timestamp = now_ms;
         record
     }

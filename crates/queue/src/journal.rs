@@ -22,10 +22,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Event {
     /// Offsets handed out, as runs with the same delivery count.
-    Delivered { partition: u32, runs: Vec<(u64, u32, u32)> },
+    Delivered {
+        partition: u32,
+        runs: Vec<(u64, u32, u32)>,
+    },
     /// Offsets acked or dead-lettered, as runs.
-    Done { partition: u32, runs: Vec<(u64, u32)> },
-    Seek { partition: u32, offset: u64 },
+    Done {
+        partition: u32,
+        runs: Vec<(u64, u32)>,
+    },
+    Seek {
+        partition: u32,
+        offset: u64,
+    },
     Snapshot(Vec<PartitionState>),
 }
 
@@ -110,7 +119,8 @@ impl Event {
                     for &o in &p.done {
                         put64(&mut b, o);
                     }
-                    let mut counts: Vec<(u64, u32)> = p.counts.iter().map(|(&o, &c)| (o, c)).collect();
+                    let mut counts: Vec<(u64, u32)> =
+                        p.counts.iter().map(|(&o, &c)| (o, c)).collect();
                     counts.sort_unstable();
                     put32(&mut b, counts.len() as u32);
                     for (o, c) in counts {
@@ -137,7 +147,9 @@ impl Event {
             2 => {
                 let partition = r.u32()?;
                 let n = r.u32()?;
-                let runs = (0..n).map(|_| Some((r.u64()?, r.u32()?))).collect::<Option<_>>()?;
+                let runs = (0..n)
+                    .map(|_| Some((r.u64()?, r.u32()?)))
+                    .collect::<Option<_>>()?;
                 Event::Done { partition, runs }
             }
             3 => Event::Seek {
@@ -153,7 +165,9 @@ impl Event {
                     let nd = r.u32()?;
                     let done = (0..nd).map(|_| r.u64()).collect::<Option<_>>()?;
                     let nc = r.u32()?;
-                    let counts = (0..nc).map(|_| Some((r.u64()?, r.u32()?))).collect::<Option<_>>()?;
+                    let counts = (0..nc)
+                        .map(|_| Some((r.u64()?, r.u32()?)))
+                        .collect::<Option<_>>()?;
                     parts.push(PartitionState {
                         partition,
                         committed,
@@ -214,10 +228,12 @@ impl Replay {
     }
 
     fn partition(&mut self, partition: u32) -> &mut PartitionState {
-        self.partitions.entry(partition).or_insert_with(|| PartitionState {
-            partition,
-            ..PartitionState::default()
-        })
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState {
+                partition,
+                ..PartitionState::default()
+            })
     }
 }
 

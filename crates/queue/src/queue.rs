@@ -79,7 +79,11 @@ impl Queue {
                 let _ = tokio::task::spawn_blocking(move || shared.maintain(sync, retention)).await;
             }
         });
-        *queue.shared.background.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        *queue
+            .shared
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(queue)
     }
 
@@ -117,7 +121,11 @@ impl Queue {
     /// go to their key's partition; unkeyed ones of one batch go together to
     /// one partition. Returns once the batch is durable by the queue's fsync
     /// policy, with one id per message, in order.
-    pub async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<Vec<Published>> {
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Published>> {
         if messages.is_empty() {
             return Err(QueueError::EmptyBatch);
         }
@@ -171,12 +179,20 @@ impl Queue {
         t.published
             .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
         t.notify.notify_waiters();
-        Ok(out.into_iter().map(|p| p.expect("every message placed")).collect())
+        Ok(out
+            .into_iter()
+            .map(|p| p.expect("every message placed"))
+            .collect())
     }
 
     /// Joins `group` on `topic` (both created on first use) as a consumer.
     /// The group's settings become those in `options`.
-    pub fn subscribe(&self, topic: &str, group: &str, options: SubscribeOptions) -> Result<Consumer> {
+    pub fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        options: SubscribeOptions,
+    ) -> Result<Consumer> {
         let g = self.shared.group(topic, group, &options.group)?;
         let id: Arc<str> = Arc::from(options.consumer_id.as_str());
         g.join(&id, &options.group, Instant::now());
@@ -194,13 +210,25 @@ impl Queue {
     }
 
     /// Gives messages back to be delivered again after `delay`.
-    pub async fn nack(&self, topic: &str, group: &str, ids: &[MessageId], delay: Duration) -> Result<Vec<Settled>> {
+    pub async fn nack(
+        &self,
+        topic: &str,
+        group: &str,
+        ids: &[MessageId],
+        delay: Duration,
+    ) -> Result<Vec<Settled>> {
         let g = self.shared.existing_group(topic, group)?;
         settle(&g, ids, &Settle::Nack(delay)).await
     }
 
     /// Sends messages straight to the dead-letter topic with `detail`.
-    pub async fn reject(&self, topic: &str, group: &str, ids: &[MessageId], detail: &str) -> Result<Vec<Settled>> {
+    pub async fn reject(
+        &self,
+        topic: &str,
+        group: &str,
+        ids: &[MessageId],
+        detail: &str,
+    ) -> Result<Vec<Settled>> {
         let g = self.shared.existing_group(topic, group)?;
         settle(&g, ids, &Settle::Reject(detail.to_string())).await
     }
@@ -211,7 +239,13 @@ impl Queue {
     }
 
     /// Reads a topic partition directly, outside any group.
-    pub fn read(&self, topic: &str, partition: u32, from: u64, max_bytes: usize) -> Result<Vec<weir_log::StoredRecord>> {
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<weir_log::StoredRecord>> {
         let t = self.shared.existing_topic(topic)?;
         t.log(partition)?
             .read(from, max_bytes)
@@ -346,12 +380,17 @@ async fn settle(group: &Arc<Group>, ids: &[MessageId], how: &Settle) -> Result<V
 
 /// Runs `f` on the blocking pool when it may block for long (an fsync),
 /// inline otherwise.
-async fn blocking_if<T: Send + 'static>(block: bool, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+async fn blocking_if<T: Send + 'static>(
+    block: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     if block {
-        tokio::task::spawn_blocking(f).await.map_err(|e| QueueError::Io {
-            context: "running a blocking write".into(),
-            source: std::io::Error::other(e),
-        })
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| QueueError::Io {
+                context: "running a blocking write".into(),
+                source: std::io::Error::other(e),
+            })
     } else {
         Ok(f())
     }
@@ -475,10 +514,8 @@ impl Shared {
     /// The background task's work: periodic sync and retention. Failures
     /// are logged; the next append or ack reports them to its caller.
     fn maintain(&self, sync: bool, retention: bool) {
-        if sync {
-            if let Err(e) = self.sync_all() {
-                tracing::error!(error = %e, "periodic fsync failed");
-            }
+        if sync && let Err(e) = self.sync_all() {
+            tracing::error!(error = %e, "periodic fsync failed");
         }
         if retention {
             let now = now_ms();
@@ -505,12 +542,11 @@ fn subdirs(dir: &Path) -> Result<Vec<String>> {
         source,
     })?;
     for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            if let Some(name) = entry.file_name().to_str() {
-                if name::validate("topic", name).is_ok() {
-                    out.push(name.to_string());
-                }
-            }
+        if entry.file_type().is_ok_and(|t| t.is_dir())
+            && let Some(name) = entry.file_name().to_str()
+            && name::validate("topic", name).is_ok()
+        {
+            out.push(name.to_string());
         }
     }
     out.sort();

@@ -25,7 +25,12 @@ pub(crate) struct Topic {
 
 impl Topic {
     /// Opens the topic in `dir`, creating it with `partitions` if it is new.
-    pub(crate) fn open(dir: &Path, name: &str, partitions: u32, config: &QueueConfig) -> Result<Topic> {
+    pub(crate) fn open(
+        dir: &Path,
+        name: &str,
+        partitions: u32,
+        config: &QueueConfig,
+    ) -> Result<Topic> {
         std::fs::create_dir_all(dir).map_err(|source| QueueError::Io {
             context: format!("creating {}", dir.display()),
             source,
@@ -34,7 +39,10 @@ impl Topic {
         let count = match std::fs::read_to_string(&meta) {
             Ok(text) => text.trim().parse::<u32>().map_err(|_| QueueError::Io {
                 context: format!("reading {}", meta.display()),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a partition count"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not a partition count",
+                ),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 write_atomically(&meta, &format!("{partitions}\n"))?;
@@ -117,10 +125,14 @@ pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<()> {
     };
     let tmp: PathBuf = path.with_extension("tmp");
     std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     if let Some(parent) = path.parent() {
-        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io)?;
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
     }
     Ok(())
 }

@@ -163,7 +163,11 @@ fn print_header(b: &QueueBench, dir: &std::path::Path) {
     println!(
         "commit:  {} ({} build)",
         env!("WEIR_COMMIT"),
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
     println!(
         "config:  {} messages of {} B, batch {}, {} producer(s), {} consumer(s), {} partition(s), fsync {}, data {}",

@@ -37,9 +37,12 @@ impl QueueOptions {
 }
 
 pub(crate) fn parse_fsync(s: &str) -> anyhow::Result<Fsync> {
-    Fsync::parse(s).ok_or_else(|| anyhow!("expected always, never or every <duration> (like every 5ms), not {s:?}"))
+    Fsync::parse(s).ok_or_else(|| {
+        anyhow!("expected always, never or every <duration> (like every 5ms), not {s:?}")
+    })
 }
 
 pub(crate) fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
-    weir_log::parse_duration(s).ok_or_else(|| anyhow!("expected a duration like 250ms, 5s or 2m, not {s:?}"))
+    weir_log::parse_duration(s)
+        .ok_or_else(|| anyhow!("expected a duration like 250ms, 5s or 2m, not {s:?}"))
 }

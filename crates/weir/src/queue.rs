@@ -6,7 +6,9 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
-use weir_queue::{Delivery, GroupConfig, Message, MessageId, Queue, SeekTo, StartAt, SubscribeOptions};
+use weir_queue::{
+    Delivery, GroupConfig, Message, MessageId, Queue, SeekTo, StartAt, SubscribeOptions,
+};
 
 use crate::options::{QueueOptions, parse_duration};
 
@@ -198,7 +200,12 @@ pub(crate) fn delivery_json(d: &Delivery) -> Value {
         .record
         .headers
         .iter()
-        .map(|h| (h.name.clone(), Value::String(String::from_utf8_lossy(&h.value).into_owned())))
+        .map(|h| {
+            (
+                h.name.clone(),
+                Value::String(String::from_utf8_lossy(&h.value).into_owned()),
+            )
+        })
         .collect();
     json!({
         "id": d.id.to_string(),
@@ -227,9 +234,15 @@ fn stats_json(stats: &weir_queue::Stats) -> Value {
 }
 
 fn print_stats(stats: &weir_queue::Stats) {
-    println!("{:<32} {:>10} {:>14} {:>14}", "TOPIC", "PARTITIONS", "MESSAGES", "BYTES");
+    println!(
+        "{:<32} {:>10} {:>14} {:>14}",
+        "TOPIC", "PARTITIONS", "MESSAGES", "BYTES"
+    );
     for t in &stats.topics {
-        println!("{:<32} {:>10} {:>14} {:>14}", t.topic, t.partitions, t.messages, t.bytes);
+        println!(
+            "{:<32} {:>10} {:>14} {:>14}",
+            t.topic, t.partitions, t.messages, t.bytes
+        );
     }
     if stats.groups.is_empty() {
         return;
@@ -240,12 +253,20 @@ fn print_stats(stats: &weir_queue::Stats) {
         "GROUP", "TOPIC", "DEPTH", "IN FLIGHT", "ACKED", "REDELIVERED", "DEAD", "OLDEST AGE"
     );
     for g in &stats.groups {
-        let age = g
-            .oldest_unacked_age_ms
-            .map_or_else(|| "-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        let age = g.oldest_unacked_age_ms.map_or_else(
+            || "-".to_string(),
+            |ms| format!("{:.1}s", ms as f64 / 1000.0),
+        );
         println!(
             "{:<24} {:<24} {:>10} {:>9} {:>12} {:>11} {:>9} {:>12}",
-            g.group, g.topic, g.depth, g.in_flight, g.acked_total, g.redelivered_total, g.dead_lettered_total, age
+            g.group,
+            g.topic,
+            g.depth,
+            g.in_flight,
+            g.acked_total,
+            g.redelivered_total,
+            g.dead_lettered_total,
+            age
         );
     }
 }
