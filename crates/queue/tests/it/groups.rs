@@ -20,13 +20,20 @@ async fn three_consumers_share_a_topic_and_never_hold_one_message_together() {
     let mut tasks = Vec::new();
     for c in 0..3 {
         let consumer = q
-            .subscribe("shared", "g", member(&format!("c{c}"), rules(Duration::from_secs(60), 5)))
+            .subscribe(
+                "shared",
+                "g",
+                member(&format!("c{c}"), rules(Duration::from_secs(60), 5)),
+            )
             .unwrap();
         let (held, seen) = (Arc::clone(&held), Arc::clone(&seen));
         tasks.push(tokio::spawn(async move {
             let mut mine = 0;
             loop {
-                let batch = consumer.receive(50, Duration::from_millis(200)).await.unwrap();
+                let batch = consumer
+                    .receive(50, Duration::from_millis(200))
+                    .await
+                    .unwrap();
                 if batch.is_empty() {
                     return mine;
                 }
@@ -60,7 +67,10 @@ async fn three_consumers_share_a_topic_and_never_hold_one_message_together() {
     assert_eq!(seen.len() as u64, n, "every message delivered");
     assert!(seen.values().all(|&c| c == 1), "no message delivered twice");
     assert_eq!(per_consumer.iter().sum::<usize>() as u64, n);
-    assert!(per_consumer.iter().filter(|&&m| m > 0).count() >= 2, "the load was shared: {per_consumer:?}");
+    assert!(
+        per_consumer.iter().filter(|&&m| m > 0).count() >= 2,
+        "the load was shared: {per_consumer:?}"
+    );
     let stats = q.stats().unwrap();
     let g = stats.groups.iter().find(|g| g.topic == "shared").unwrap();
     assert_eq!((g.depth, g.in_flight, g.acked_total), (0, 0, n));
@@ -72,12 +82,21 @@ async fn an_unacked_message_returns_after_the_visibility_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(dir.path()).await;
     q.publish("jobs", Message::new("work")).await.unwrap();
-    let a = q.subscribe("jobs", "g", member("a", rules(Duration::from_secs(30), 5))).unwrap();
-    let b = q.subscribe("jobs", "g", member("b", rules(Duration::from_secs(30), 5))).unwrap();
+    let a = q
+        .subscribe("jobs", "g", member("a", rules(Duration::from_secs(30), 5)))
+        .unwrap();
+    let b = q
+        .subscribe("jobs", "g", member("b", rules(Duration::from_secs(30), 5)))
+        .unwrap();
     let first = a.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].delivery_count, 1);
-    assert!(b.receive(10, Duration::from_secs(29)).await.unwrap().is_empty());
+    assert!(
+        b.receive(10, Duration::from_secs(29))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let again = b.receive(10, Duration::from_secs(5)).await.unwrap();
     assert_eq!(again.len(), 1, "redelivered once the lease expired");
     assert_eq!((again[0].id, again[0].delivery_count), (first[0].id, 2));
@@ -93,19 +112,34 @@ async fn max_deliveries_sends_a_message_to_the_dead_letter_topic() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(dir.path()).await;
     let published = q
-        .publish("jobs", Message::new("poison").with_key("k").with_header("trace", "t1"))
+        .publish(
+            "jobs",
+            Message::new("poison")
+                .with_key("k")
+                .with_header("trace", "t1"),
+        )
         .await
         .unwrap();
-    let c = q.subscribe("jobs", "g", member("c", rules(Duration::from_secs(10), 3))).unwrap();
+    let c = q
+        .subscribe("jobs", "g", member("c", rules(Duration::from_secs(10), 3)))
+        .unwrap();
     for round in 1..=3 {
         let got = c.receive(1, Duration::from_secs(20)).await.unwrap();
         assert_eq!(got[0].delivery_count, round);
         if round == 2 {
             // A nack counts as a delivery too.
-            assert_eq!(c.nack(&[got[0].id], Duration::ZERO).await.unwrap(), [Settled::Done]);
+            assert_eq!(
+                c.nack(&[got[0].id], Duration::ZERO).await.unwrap(),
+                [Settled::Done]
+            );
         }
     }
-    assert!(c.receive(1, Duration::from_secs(20)).await.unwrap().is_empty());
+    assert!(
+        c.receive(1, Duration::from_secs(20))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let dlq = q.read("jobs.dlq", 0, 0, 1 << 20).unwrap();
     assert_eq!(dlq.len(), 1);
     let r = &dlq[0].record;
@@ -114,8 +148,14 @@ async fn max_deliveries_sends_a_message_to_the_dead_letter_topic() {
     let header = |n: &str| String::from_utf8(r.header(n).unwrap().to_vec()).unwrap();
     assert_eq!(header("x-weir-dlq-reason"), "delivery_limit");
     assert_eq!(header("x-weir-origin-topic"), "jobs");
-    assert_eq!(header("x-weir-origin-partition"), published.id.partition.to_string());
-    assert_eq!(header("x-weir-origin-offset"), published.id.offset.to_string());
+    assert_eq!(
+        header("x-weir-origin-partition"),
+        published.id.partition.to_string()
+    );
+    assert_eq!(
+        header("x-weir-origin-offset"),
+        published.id.offset.to_string()
+    );
     assert_eq!(header("x-weir-delivery-count"), "3");
     assert_eq!(header("trace"), "t1");
     let stats = q.stats().unwrap();
@@ -128,12 +168,23 @@ async fn reject_dead_letters_at_once_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(dir.path()).await;
     q.publish("jobs", Message::new("not json")).await.unwrap();
-    let c = q.subscribe("jobs", "g", member("c", rules(Duration::from_secs(10), 5))).unwrap();
+    let c = q
+        .subscribe("jobs", "g", member("c", rules(Duration::from_secs(10), 5)))
+        .unwrap();
     let got = c.receive(1, Duration::from_secs(1)).await.unwrap();
-    assert_eq!(c.reject(&[got[0].id], "payload is not JSON").await.unwrap(), [Settled::Done]);
+    assert_eq!(
+        c.reject(&[got[0].id], "payload is not JSON").await.unwrap(),
+        [Settled::Done]
+    );
     let dlq = q.read("jobs.dlq", 0, 0, 1 << 20).unwrap();
-    assert_eq!(&dlq[0].record.header("x-weir-dlq-reason").unwrap()[..], b"rejected");
-    assert_eq!(&dlq[0].record.header("x-weir-dlq-detail").unwrap()[..], b"payload is not JSON");
+    assert_eq!(
+        &dlq[0].record.header("x-weir-dlq-reason").unwrap()[..],
+        b"rejected"
+    );
+    assert_eq!(
+        &dlq[0].record.header("x-weir-dlq-detail").unwrap()[..],
+        b"payload is not JSON"
+    );
     assert_eq!(c.ack(&[got[0].id]).await.unwrap(), [Settled::AlreadyDone]);
 }
 
@@ -142,10 +193,19 @@ async fn nack_with_delay_holds_the_message_back() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(dir.path()).await;
     q.publish("jobs", Message::new("later")).await.unwrap();
-    let c = q.subscribe("jobs", "g", member("c", rules(Duration::from_secs(10), 5))).unwrap();
+    let c = q
+        .subscribe("jobs", "g", member("c", rules(Duration::from_secs(10), 5)))
+        .unwrap();
     let got = c.receive(1, Duration::from_secs(1)).await.unwrap();
-    c.nack(&[got[0].id], Duration::from_millis(300)).await.unwrap();
-    assert!(c.receive(1, Duration::from_millis(50)).await.unwrap().is_empty());
+    c.nack(&[got[0].id], Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(
+        c.receive(1, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let again = c.receive(1, Duration::from_secs(2)).await.unwrap();
     assert_eq!(again[0].delivery_count, 2);
 }
@@ -158,24 +218,58 @@ async fn groups_start_at_earliest_or_latest_and_seek_replays() {
     let before = q.publish("t", Message::new("old")).await.unwrap();
     let mut latest = rules(Duration::from_secs(10), 5);
     latest.start = StartAt::Latest;
-    let early = q.subscribe("t", "early", member("e", rules(Duration::from_secs(10), 5))).unwrap();
+    let early = q
+        .subscribe("t", "early", member("e", rules(Duration::from_secs(10), 5)))
+        .unwrap();
     let late = q.subscribe("t", "late", member("l", latest)).unwrap();
     q.publish("t", Message::new("new")).await.unwrap();
     let payloads = |ds: &[weir_queue::Delivery]| -> Vec<String> {
-        ds.iter().map(|d| String::from_utf8(d.record.payload.to_vec()).unwrap()).collect()
+        ds.iter()
+            .map(|d| String::from_utf8(d.record.payload.to_vec()).unwrap())
+            .collect()
     };
     let e = early.receive(10, Duration::from_secs(1)).await.unwrap();
     assert_eq!(payloads(&e), ["old", "new"]);
     let l = late.receive(10, Duration::from_secs(1)).await.unwrap();
     assert_eq!(payloads(&l), ["new"]);
-    early.ack(&e.iter().map(|d| d.id).collect::<Vec<_>>()).await.unwrap();
-    q.seek("t", "early", SeekTo::Offset { partition: 0, offset: before.id.offset }).unwrap();
+    early
+        .ack(&e.iter().map(|d| d.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    q.seek(
+        "t",
+        "early",
+        SeekTo::Offset {
+            partition: 0,
+            offset: before.id.offset,
+        },
+    )
+    .unwrap();
     let replay = early.receive(10, Duration::from_secs(1)).await.unwrap();
     assert_eq!(payloads(&replay), ["old", "new"]);
-    q.seek("t", "early", SeekTo::Timestamp(before.timestamp + 1_000_000)).unwrap();
-    assert!(early.receive(10, Duration::from_millis(50)).await.unwrap().is_empty());
-    q.seek("t", "early", SeekTo::Timestamp(before.timestamp)).unwrap();
-    assert_eq!(early.receive(10, Duration::from_secs(1)).await.unwrap().len(), 2);
+    q.seek(
+        "t",
+        "early",
+        SeekTo::Timestamp(before.timestamp + 1_000_000),
+    )
+    .unwrap();
+    assert!(
+        early
+            .receive(10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    q.seek("t", "early", SeekTo::Timestamp(before.timestamp))
+        .unwrap();
+    assert_eq!(
+        early
+            .receive(10, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -186,7 +280,10 @@ async fn keys_keep_their_partition() {
     let mut by_key: HashMap<String, u32> = HashMap::new();
     for i in 0..200 {
         let key = format!("gpu-{}", i % 10);
-        let p = q.publish("k", Message::new("x").with_key(key.clone())).await.unwrap();
+        let p = q
+            .publish("k", Message::new("x").with_key(key.clone()))
+            .await
+            .unwrap();
         assert_eq!(*by_key.entry(key).or_insert(p.id.partition), p.id.partition);
     }
     let used: HashSet<u32> = by_key.values().copied().collect();
@@ -199,8 +296,19 @@ async fn limits_and_names_give_clear_errors() {
     let q = open(dir.path()).await;
     let big = Message::new(vec![0u8; (1 << 20) + 1]);
     let err = q.publish("t", big).await.unwrap_err();
-    assert!(matches!(err, QueueError::MessageTooLarge { limit: 1_048_576, .. }), "{err}");
-    let many: Vec<Message> = (0..20).map(|_| Message::new(vec![0u8; (1 << 20) - 64])).collect();
+    assert!(
+        matches!(
+            err,
+            QueueError::MessageTooLarge {
+                limit: 1_048_576,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let many: Vec<Message> = (0..20)
+        .map(|_| Message::new(vec![0u8; (1 << 20) - 64]))
+        .collect();
     let err = q.publish_batch("t", many).await.unwrap_err();
     assert!(matches!(err, QueueError::BatchTooLarge { .. }), "{err}");
     let err = q.publish("bad/topic", Message::new("x")).await.unwrap_err();
@@ -208,18 +316,26 @@ async fn limits_and_names_give_clear_errors() {
         err.to_string(),
         "invalid topic name \"bad/topic\": it may hold only ASCII letters, digits, '.', '_' and '-'"
     );
-    assert!(matches!(q.publish_batch("t", vec![]).await, Err(QueueError::EmptyBatch)));
+    assert!(matches!(
+        q.publish_batch("t", vec![]).await,
+        Err(QueueError::EmptyBatch)
+    ));
     let err = q.ack("t", "nobody", &[]).await.unwrap_err();
     assert!(matches!(err, QueueError::UnknownGroup { .. }), "{err}");
     q.create_topic("four", 4).unwrap();
-    assert!(matches!(q.create_topic("four", 2), Err(QueueError::PartitionMismatch { .. })));
+    assert!(matches!(
+        q.create_topic("four", 2),
+        Err(QueueError::PartitionMismatch { .. })
+    ));
 }
 
 #[tokio::test]
 async fn a_second_queue_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _q = open(dir.path()).await;
-    let err = weir_queue::Queue::open(crate::config(dir.path())).await.unwrap_err();
+    let err = weir_queue::Queue::open(crate::config(dir.path()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, QueueError::Locked { .. }), "{err}");
     assert!(err.to_string().contains("in use by another Weir process"));
 }
