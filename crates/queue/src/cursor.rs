@@ -139,9 +139,10 @@ impl Cursor {
         self.in_flight
     }
 
-    /// Offsets in the window that are done (acked above the committed point).
-    pub(crate) fn done_in_window(&self) -> usize {
-        self.slots.iter().filter(|s| s.state == State::Done).count()
+    /// Offsets above the committed point that are done: in the window, or
+    /// known from the journal and not read back yet.
+    pub(crate) fn done_above_committed(&self) -> usize {
+        self.slots.iter().filter(|s| s.state == State::Done).count() + self.known_done.len()
     }
 
     /// Timestamp of the oldest message not yet done, if it is in the window.
@@ -234,12 +235,14 @@ impl Cursor {
     }
 
     /// Leases up to `max` ready messages to `consumer`, lowest offset first.
+    /// A ready message already at the delivery limit goes to `dead` instead.
     pub(crate) fn take(
         &mut self,
         now: Instant,
         max: usize,
         consumer: &Arc<str>,
         rules: Rules,
+        dead: &mut Vec<DeadLetter>,
     ) -> Vec<Leased> {
         let mut out = Vec::new();
         let deadline = now + rules.visibility_timeout;
@@ -252,6 +255,13 @@ impl Cursor {
             };
             let slot = &mut self.slots[i];
             if slot.state != State::Ready {
+                continue;
+            }
+            if slot.delivery_count >= rules.max_deliveries {
+                // Only after a restart: the journal kept a count that is
+                // already at the limit, so this delivery would exceed it.
+                slot.state = State::Dying;
+                dead.push(dead_letter(offset, slot, DeadReason::DeliveryLimit));
                 continue;
             }
             slot.delivery_count += 1;
@@ -277,13 +287,20 @@ impl Cursor {
     /// Marks a message done, from any state but dying.
     pub(crate) fn ack(&mut self, offset: u64) -> Settled {
         let Some(i) = self.index(offset) else {
+            // Delivered before a restart and not read back yet: the ack
+            // still counts.
+            if self.known_counts.remove(&offset).is_some() {
+                self.known_done.insert(offset);
+                return Settled::Done;
+            }
             return self.outside(offset);
         };
         let slot = &mut self.slots[i];
         match slot.state {
-            State::Done => return Settled::AlreadyDone,
-            State::Dying => return Settled::AlreadyDone,
+            State::Done | State::Dying => return Settled::AlreadyDone,
+            State::Ready if slot.delivery_count == 0 => return Settled::NotDelivered,
             State::Leased { .. } => self.in_flight -= 1,
+            // A late ack of an expired lease: the work was done.
             State::Ready | State::Delayed => {}
         }
         slot.state = State::Done;
@@ -308,6 +325,7 @@ impl Cursor {
         match slot.state {
             State::Leased { .. } => {}
             State::Done | State::Dying => return (Settled::AlreadyDone, None),
+            State::Ready if slot.delivery_count == 0 => return (Settled::NotDelivered, None),
             State::Ready | State::Delayed => return (Settled::NotLeased, None),
         }
         self.in_flight -= 1;
@@ -336,6 +354,7 @@ impl Cursor {
         let slot = &mut self.slots[i];
         match slot.state {
             State::Done | State::Dying => return (Settled::AlreadyDone, None),
+            State::Ready if slot.delivery_count == 0 => return (Settled::NotDelivered, None),
             State::Leased { .. } => self.in_flight -= 1,
             State::Ready | State::Delayed => {}
         }
@@ -366,11 +385,6 @@ impl Cursor {
             self.slots[i].state = State::Ready;
             self.ready.push(Reverse(offset));
         }
-    }
-
-    /// About how many messages are ready to deliver now (an upper bound).
-    pub(crate) fn ready_len(&self) -> usize {
-        self.ready.len()
     }
 
     /// The next moment a lease expires or a delay ends.
@@ -415,9 +429,14 @@ impl Cursor {
             .then(|| (offset - self.committed) as usize)
     }
 
+    /// The answer for an offset outside the window. One delivered before a
+    /// restart and not read back yet is not leased: nack and reject wait for
+    /// its next delivery.
     fn outside(&self, offset: u64) -> Settled {
-        if offset < self.committed {
+        if offset < self.committed || self.known_done.contains(&offset) {
             Settled::AlreadyDone
+        } else if self.known_counts.contains_key(&offset) {
+            Settled::NotLeased
         } else {
             Settled::NotDelivered
         }
@@ -477,7 +496,7 @@ mod tests {
         let mut c = filled(5);
         let now = Instant::now();
         let got: Vec<u64> = c
-            .take(now, 5, &consumer(), RULES)
+            .take(now, 5, &consumer(), RULES, &mut Vec::new())
             .iter()
             .map(|l| l.offset)
             .collect();
@@ -503,15 +522,24 @@ mod tests {
     fn an_unacked_lease_returns_after_the_visibility_timeout() {
         let mut c = filled(1);
         let t0 = Instant::now();
-        assert_eq!(c.take(t0, 1, &consumer(), RULES).len(), 1);
-        assert!(c.take(t0, 1, &consumer(), RULES).is_empty());
+        assert_eq!(c.take(t0, 1, &consumer(), RULES, &mut Vec::new()).len(), 1);
+        assert!(
+            c.take(t0, 1, &consumer(), RULES, &mut Vec::new())
+                .is_empty()
+        );
         assert_eq!(c.next_wakeup(), Some(t0 + RULES.visibility_timeout));
         let (dead, redelivered) = c.expire(t0 + Duration::from_secs(29), RULES);
         assert!(dead.is_empty() && redelivered == 0);
         let (dead, redelivered) = c.expire(t0 + RULES.visibility_timeout, RULES);
         assert!(dead.is_empty());
         assert_eq!(redelivered, 1);
-        let again = c.take(t0 + RULES.visibility_timeout, 1, &consumer(), RULES);
+        let again = c.take(
+            t0 + RULES.visibility_timeout,
+            1,
+            &consumer(),
+            RULES,
+            &mut Vec::new(),
+        );
         assert_eq!(again[0].delivery_count, 2);
     }
 
@@ -520,7 +548,7 @@ mod tests {
         let mut c = filled(1);
         let mut now = Instant::now();
         for round in 1..=RULES.max_deliveries {
-            let got = c.take(now, 1, &consumer(), RULES);
+            let got = c.take(now, 1, &consumer(), RULES, &mut Vec::new());
             assert_eq!(got[0].delivery_count, round);
             now += RULES.visibility_timeout;
             let (dead, _) = c.expire(now, RULES);
@@ -541,21 +569,33 @@ mod tests {
     fn nack_with_delay_waits_and_nack_at_the_limit_dead_letters() {
         let mut c = filled(1);
         let t0 = Instant::now();
-        c.take(t0, 1, &consumer(), RULES);
+        c.take(t0, 1, &consumer(), RULES, &mut Vec::new());
         let (s, dead) = c.nack(0, Duration::from_secs(5), t0, RULES);
         assert_eq!((s, dead), (Settled::Done, None));
         assert!(
-            c.take(t0 + Duration::from_secs(4), 1, &consumer(), RULES)
-                .is_empty()
+            c.take(
+                t0 + Duration::from_secs(4),
+                1,
+                &consumer(),
+                RULES,
+                &mut Vec::new()
+            )
+            .is_empty()
         );
         c.expire(t0 + Duration::from_secs(5), RULES);
         assert_eq!(
-            c.take(t0 + Duration::from_secs(5), 1, &consumer(), RULES)
-                .len(),
+            c.take(
+                t0 + Duration::from_secs(5),
+                1,
+                &consumer(),
+                RULES,
+                &mut Vec::new()
+            )
+            .len(),
             1
         );
         assert_eq!(c.nack(0, Duration::ZERO, t0, RULES).0, Settled::Done);
-        c.take(t0, 1, &consumer(), RULES);
+        c.take(t0, 1, &consumer(), RULES, &mut Vec::new());
         let (_, dead) = c.nack(0, Duration::ZERO, t0, RULES);
         assert_eq!(dead.map(|d| d.reason), Some(DeadReason::DeliveryLimit));
         assert_eq!(c.nack(0, Duration::ZERO, t0, RULES).0, Settled::AlreadyDone);
@@ -565,13 +605,16 @@ mod tests {
     fn reject_and_failed_dead_letter_release() {
         let mut c = filled(2);
         let t0 = Instant::now();
-        c.take(t0, 2, &consumer(), RULES);
+        c.take(t0, 2, &consumer(), RULES, &mut Vec::new());
         let (s, dead) = c.reject(1);
         assert_eq!(s, Settled::Done);
         assert_eq!(dead.unwrap().reason, DeadReason::Rejected);
         assert_eq!(c.in_flight(), 1);
         c.release(1);
-        assert_eq!(c.take(t0, 5, &consumer(), RULES)[0].offset, 1);
+        assert_eq!(
+            c.take(t0, 5, &consumer(), RULES, &mut Vec::new())[0].offset,
+            1
+        );
         assert_eq!(
             c.nack(5, Duration::ZERO, t0, RULES).0,
             Settled::NotDelivered
@@ -590,7 +633,7 @@ mod tests {
                 .collect(),
         );
         let got: Vec<(u64, u32)> = c
-            .take(Instant::now(), 10, &consumer(), RULES)
+            .take(Instant::now(), 10, &consumer(), RULES, &mut Vec::new())
             .iter()
             .map(|l| (l.offset, l.delivery_count))
             .collect();
@@ -601,6 +644,38 @@ mod tests {
     }
 
     #[test]
+    fn settling_before_the_window_reaches_a_restored_offset() {
+        let mut c = Cursor::restore(0, BTreeSet::new(), HashMap::from([(1, 1), (2, 1)]));
+        let t0 = Instant::now();
+        assert_eq!(
+            c.ack(1),
+            Settled::Done,
+            "an ack of a pre-restart delivery counts"
+        );
+        assert_eq!(c.ack(1), Settled::AlreadyDone);
+        assert_eq!(c.nack(2, Duration::ZERO, t0, RULES).0, Settled::NotLeased);
+        assert_eq!(c.ack(3), Settled::NotDelivered);
+        c.fill(
+            (0..4)
+                .map(|offset| StoredRecord {
+                    offset,
+                    record: Record::new(0, "x"),
+                })
+                .collect(),
+        );
+        assert_eq!(
+            c.nack(3, Duration::ZERO, t0, RULES).0,
+            Settled::NotDelivered
+        );
+        let got: Vec<u64> = c
+            .take(t0, 10, &consumer(), RULES, &mut Vec::new())
+            .iter()
+            .map(|l| l.offset)
+            .collect();
+        assert_eq!(got, [0, 2, 3], "the acked offset is skipped");
+    }
+
+    #[test]
     fn a_gap_left_by_retention_is_skipped() {
         let mut c = Cursor::default();
         c.fill(vec![StoredRecord {
@@ -608,6 +683,9 @@ mod tests {
             record: Record::new(0, "x"),
         }]);
         assert_eq!(c.committed(), 10);
-        assert_eq!(c.take(Instant::now(), 5, &consumer(), RULES)[0].offset, 10);
+        assert_eq!(
+            c.take(Instant::now(), 5, &consumer(), RULES, &mut Vec::new())[0].offset,
+            10
+        );
     }
 }

@@ -160,6 +160,7 @@ impl Group {
         let rules = st.rules;
         let mut out = Vec::new();
         let mut dead = Vec::new();
+        let mut expired_dead = Vec::new();
         for k in 0..n {
             if out.len() >= max {
                 break;
@@ -169,19 +170,27 @@ impl Group {
             st.redelivered += redelivered;
             dead.extend(expired.into_iter().map(|d| (p as u32, d)));
             let want = max - out.len();
+            let mut leased = st.cursors[p].take(now, want, consumer, rules, &mut expired_dead);
             let log = &self.topic.partitions[p];
-            let max_unacked = st.max_unacked;
-            let cursor = &mut st.cursors[p];
-            if cursor.ready_len() < want
-                && cursor.window() < max_unacked
-                && cursor.fetched() < log.next_offset()
+            // Read further while short: new messages, or ones that turn out
+            // to be done already (known from the journal after a restart).
+            while leased.len() < want
+                && st.cursors[p].window() < st.max_unacked
+                && st.cursors[p].fetched() < log.next_offset()
             {
                 let records = log
-                    .read(cursor.fetched(), FETCH_BYTES)
+                    .read(st.cursors[p].fetched(), FETCH_BYTES)
                     .ctx(|| format!("reading topic {:?} partition {p}", self.topic.name))?;
+                if records.is_empty() {
+                    break;
+                }
+                let cursor = &mut st.cursors[p];
                 cursor.fill(records);
+                let more =
+                    cursor.take(now, want - leased.len(), consumer, rules, &mut expired_dead);
+                leased.extend(more);
             }
-            let leased = st.cursors[p].take(now, want, consumer, rules);
+            dead.extend(expired_dead.drain(..).map(|d| (p as u32, d)));
             if leased.is_empty() {
                 continue;
             }
@@ -289,15 +298,13 @@ impl Group {
         let mut st = self.lock();
         let rules = st.rules;
         let mut dead = Vec::new();
+        let mut redelivered = 0;
         for (p, cursor) in st.cursors.iter_mut().enumerate() {
-            dead.extend(
-                cursor
-                    .expire(now, rules)
-                    .0
-                    .into_iter()
-                    .map(|d| (p as u32, d)),
-            );
+            let (expired, returned) = cursor.expire(now, rules);
+            redelivered += returned;
+            dead.extend(expired.into_iter().map(|d| (p as u32, d)));
         }
+        st.redelivered += redelivered;
         self.bury(&mut st, dead)?;
         let mut stats = GroupStats {
             group: self.name.to_string(),
@@ -316,7 +323,7 @@ impl Group {
             let committed = cursor.committed().max(log.start_offset());
             stats.depth += end
                 .saturating_sub(committed)
-                .saturating_sub(cursor.done_in_window() as u64);
+                .saturating_sub(cursor.done_above_committed() as u64);
             stats.in_flight += cursor.in_flight() as u64;
             stats.committed.push(cursor.committed());
             let ts = match cursor.oldest_pending_ts() {
