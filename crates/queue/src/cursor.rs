@@ -476,14 +476,7 @@ mod tests {
 
     fn filled(n: u64) -> Cursor {
         let mut c = Cursor::default();
-        c.fill(
-            (0..n)
-                .map(|offset| StoredRecord {
-                    offset,
-                    record: Record::new(offset as i64, format!("m{offset}")),
-                })
-                .collect(),
-        );
+        c.fill(records(0..n));
         c
     }
 
@@ -491,15 +484,24 @@ mod tests {
         Arc::from("c1")
     }
 
+    fn take(c: &mut Cursor, now: Instant, max: usize) -> Vec<Leased> {
+        c.take(now, max, &consumer(), RULES, &mut Vec::new())
+    }
+
+    fn records(offsets: std::ops::Range<u64>) -> Vec<StoredRecord> {
+        offsets
+            .map(|offset| StoredRecord {
+                offset,
+                record: Record::new(offset as i64, format!("m{offset}")),
+            })
+            .collect()
+    }
+
     #[test]
     fn committed_moves_only_over_done_offsets() {
         let mut c = filled(5);
         let now = Instant::now();
-        let got: Vec<u64> = c
-            .take(now, 5, &consumer(), RULES, &mut Vec::new())
-            .iter()
-            .map(|l| l.offset)
-            .collect();
+        let got: Vec<u64> = take(&mut c, now, 5).iter().map(|l| l.offset).collect();
         assert_eq!(got, [0, 1, 2, 3, 4]);
         let steps: &[(u64, Settled, u64)] = &[
             (1, Settled::Done, 0),
@@ -522,24 +524,15 @@ mod tests {
     fn an_unacked_lease_returns_after_the_visibility_timeout() {
         let mut c = filled(1);
         let t0 = Instant::now();
-        assert_eq!(c.take(t0, 1, &consumer(), RULES, &mut Vec::new()).len(), 1);
-        assert!(
-            c.take(t0, 1, &consumer(), RULES, &mut Vec::new())
-                .is_empty()
-        );
+        assert_eq!(take(&mut c, t0, 1).len(), 1);
+        assert!(take(&mut c, t0, 1).is_empty());
         assert_eq!(c.next_wakeup(), Some(t0 + RULES.visibility_timeout));
         let (dead, redelivered) = c.expire(t0 + Duration::from_secs(29), RULES);
         assert!(dead.is_empty() && redelivered == 0);
         let (dead, redelivered) = c.expire(t0 + RULES.visibility_timeout, RULES);
         assert!(dead.is_empty());
         assert_eq!(redelivered, 1);
-        let again = c.take(
-            t0 + RULES.visibility_timeout,
-            1,
-            &consumer(),
-            RULES,
-            &mut Vec::new(),
-        );
+        let again = take(&mut c, t0 + RULES.visibility_timeout, 1);
         assert_eq!(again[0].delivery_count, 2);
     }
 
@@ -548,7 +541,7 @@ mod tests {
         let mut c = filled(1);
         let mut now = Instant::now();
         for round in 1..=RULES.max_deliveries {
-            let got = c.take(now, 1, &consumer(), RULES, &mut Vec::new());
+            let got = take(&mut c, now, 1);
             assert_eq!(got[0].delivery_count, round);
             now += RULES.visibility_timeout;
             let (dead, _) = c.expire(now, RULES);
@@ -569,33 +562,14 @@ mod tests {
     fn nack_with_delay_waits_and_nack_at_the_limit_dead_letters() {
         let mut c = filled(1);
         let t0 = Instant::now();
-        c.take(t0, 1, &consumer(), RULES, &mut Vec::new());
+        take(&mut c, t0, 1);
         let (s, dead) = c.nack(0, Duration::from_secs(5), t0, RULES);
         assert_eq!((s, dead), (Settled::Done, None));
-        assert!(
-            c.take(
-                t0 + Duration::from_secs(4),
-                1,
-                &consumer(),
-                RULES,
-                &mut Vec::new()
-            )
-            .is_empty()
-        );
+        assert!(take(&mut c, t0 + Duration::from_secs(4), 1).is_empty());
         c.expire(t0 + Duration::from_secs(5), RULES);
-        assert_eq!(
-            c.take(
-                t0 + Duration::from_secs(5),
-                1,
-                &consumer(),
-                RULES,
-                &mut Vec::new()
-            )
-            .len(),
-            1
-        );
+        assert_eq!(take(&mut c, t0 + Duration::from_secs(5), 1).len(), 1);
         assert_eq!(c.nack(0, Duration::ZERO, t0, RULES).0, Settled::Done);
-        c.take(t0, 1, &consumer(), RULES, &mut Vec::new());
+        take(&mut c, t0, 1);
         let (_, dead) = c.nack(0, Duration::ZERO, t0, RULES);
         assert_eq!(dead.map(|d| d.reason), Some(DeadReason::DeliveryLimit));
         assert_eq!(c.nack(0, Duration::ZERO, t0, RULES).0, Settled::AlreadyDone);
@@ -605,16 +579,13 @@ mod tests {
     fn reject_and_failed_dead_letter_release() {
         let mut c = filled(2);
         let t0 = Instant::now();
-        c.take(t0, 2, &consumer(), RULES, &mut Vec::new());
+        take(&mut c, t0, 2);
         let (s, dead) = c.reject(1);
         assert_eq!(s, Settled::Done);
         assert_eq!(dead.unwrap().reason, DeadReason::Rejected);
         assert_eq!(c.in_flight(), 1);
         c.release(1);
-        assert_eq!(
-            c.take(t0, 5, &consumer(), RULES, &mut Vec::new())[0].offset,
-            1
-        );
+        assert_eq!(take(&mut c, t0, 5)[0].offset, 1);
         assert_eq!(
             c.nack(5, Duration::ZERO, t0, RULES).0,
             Settled::NotDelivered
@@ -624,16 +595,8 @@ mod tests {
     #[test]
     fn restore_skips_done_offsets_and_keeps_counts() {
         let mut c = Cursor::restore(2, BTreeSet::from([3]), HashMap::from([(4, 2)]));
-        c.fill(
-            (2..6)
-                .map(|offset| StoredRecord {
-                    offset,
-                    record: Record::new(0, "x"),
-                })
-                .collect(),
-        );
-        let got: Vec<(u64, u32)> = c
-            .take(Instant::now(), 10, &consumer(), RULES, &mut Vec::new())
+        c.fill(records(2..6));
+        let got: Vec<(u64, u32)> = take(&mut c, Instant::now(), 10)
             .iter()
             .map(|l| (l.offset, l.delivery_count))
             .collect();
@@ -655,37 +618,20 @@ mod tests {
         assert_eq!(c.ack(1), Settled::AlreadyDone);
         assert_eq!(c.nack(2, Duration::ZERO, t0, RULES).0, Settled::NotLeased);
         assert_eq!(c.ack(3), Settled::NotDelivered);
-        c.fill(
-            (0..4)
-                .map(|offset| StoredRecord {
-                    offset,
-                    record: Record::new(0, "x"),
-                })
-                .collect(),
-        );
+        c.fill(records(0..4));
         assert_eq!(
             c.nack(3, Duration::ZERO, t0, RULES).0,
             Settled::NotDelivered
         );
-        let got: Vec<u64> = c
-            .take(t0, 10, &consumer(), RULES, &mut Vec::new())
-            .iter()
-            .map(|l| l.offset)
-            .collect();
+        let got: Vec<u64> = take(&mut c, t0, 10).iter().map(|l| l.offset).collect();
         assert_eq!(got, [0, 2, 3], "the acked offset is skipped");
     }
 
     #[test]
     fn a_gap_left_by_retention_is_skipped() {
         let mut c = Cursor::default();
-        c.fill(vec![StoredRecord {
-            offset: 10,
-            record: Record::new(0, "x"),
-        }]);
+        c.fill(records(10..11));
         assert_eq!(c.committed(), 10);
-        assert_eq!(
-            c.take(Instant::now(), 5, &consumer(), RULES, &mut Vec::new())[0].offset,
-            10
-        );
+        assert_eq!(take(&mut c, Instant::now(), 5)[0].offset, 10);
     }
 }

@@ -1,0 +1,112 @@
+//! The `weir` binary end to end: publish, consume and stats on one data
+//! directory, and the one-line errors.
+
+use std::process::{Command, Output};
+
+fn weir(data: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .env("WEIR_DATA", data)
+        .env("WEIR_FSYNC", "never")
+        .output()
+        .expect("run weir")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn publish_then_consume_then_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = weir(
+        d,
+        &[
+            "queue",
+            "publish",
+            "jobs",
+            r#"{"powmin":3,"powmax":10}"#,
+            "plain",
+            "--header",
+            "src=cli",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+
+    let out = weir(
+        d,
+        &[
+            "queue", "consume", "jobs", "--group", "g", "--idle", "100ms",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["payload"]["powmax"], 10, "JSON payloads stay JSON");
+    assert_eq!(lines[1]["payload"], "plain");
+    assert_eq!(lines[0]["headers"]["src"], "cli");
+    assert_eq!(lines[0]["delivery_count"], 1);
+
+    let out = weir(
+        d,
+        &[
+            "queue", "consume", "jobs", "--group", "g", "--idle", "100ms",
+        ],
+    );
+    assert_eq!(stdout(&out), "", "acked messages do not come back");
+
+    let out = weir(d, &["queue", "stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let group = &stats["groups"][0];
+    assert_eq!(
+        (group["group"].as_str(), group["depth"].as_u64()),
+        (Some("g"), Some(0))
+    );
+    let jobs = stats["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"] == "jobs")
+        .unwrap();
+    assert_eq!(jobs["messages"], 2);
+}
+
+#[test]
+fn bad_input_is_one_line_and_a_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["queue", "publish", "bad/topic", "x"],
+            1,
+            "invalid topic name",
+        ),
+        (
+            &["queue", "seek", "jobs", "--group", "g", "yesterday"],
+            1,
+            "malformed message id",
+        ),
+        (
+            &["queue", "stats", "--fsync", "sometimes"],
+            2,
+            "expected always, never or every",
+        ),
+        (
+            &["queue", "consume", "jobs", "--idle", "soon"],
+            2,
+            "expected a duration",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let out = weir(dir.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        if *code == 1 {
+            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+}
