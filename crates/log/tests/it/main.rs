@@ -7,9 +7,12 @@
 //! - `crash`: a child process appending with `fsync = always` is killed with
 //!   SIGKILL, and every acknowledged record must survive.
 //!
+//! - `invariants`: the crate depends on nothing async, HTTP or JSON.
+//!
 //! `fixture` holds what they share. Each test works in its own temp dir.
 
 mod crash;
 mod fixture;
+mod invariants;
 mod model;
 mod recovery;
