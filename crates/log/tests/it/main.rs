@@ -5,8 +5,7 @@
 //! - `model`: random operations, reopens and torn tails applied to a log and
 //!   to a plain vector, compared after every step;
 //! - `crash`: a child process appending with `fsync = always` is killed with
-//!   SIGKILL, and every acknowledged record must survive.
-//!
+//!   SIGKILL, and every acknowledged record must survive;
 //! - `invariants`: the crate depends on nothing async, HTTP or JSON.
 //!
 //! `fixture` holds what they share. Each test works in its own temp dir.
