@@ -22,6 +22,8 @@ const MAGIC: u32 = u32::from_le_bytes(*b"WIDX");
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SparseIndex {
     entries: Vec<(u32, u32)>,
+    /// Position of the last entry, while the index is still growing.
+    last_position: Option<u64>,
 }
 
 /// What a sealed segment's index file says about the segment.
@@ -36,6 +38,18 @@ pub(crate) struct SealedIndex {
 impl SparseIndex {
     pub(crate) fn push(&mut self, relative_offset: u32, position: u32) {
         self.entries.push((relative_offset, position));
+        self.last_position = Some(u64::from(position));
+    }
+
+    /// Notes a batch starting at `position`, adding an entry when the last
+    /// one is at least `interval` bytes back (or there is none).
+    pub(crate) fn note(&mut self, relative_offset: u32, position: u64, interval: u64) {
+        if self
+            .last_position
+            .is_none_or(|last| position - last >= interval)
+        {
+            self.push(relative_offset, position as u32);
+        }
     }
 
     /// Position of the last indexed batch starting at or before
@@ -84,8 +98,12 @@ impl SealedIndex {
             .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
         let segment_len = u64_at(buf, f);
         let inside = entries.iter().all(|&(_, p)| u64::from(p) < segment_len);
+        let last_position = entries.last().map(|&(_, p)| u64::from(p));
         (sorted && inside).then(|| SealedIndex {
-            index: SparseIndex { entries },
+            index: SparseIndex {
+                entries,
+                last_position,
+            },
             segment_len,
             next_offset: u64_at(buf, f + 8),
             max_ts: u64_at(buf, f + 16) as i64,

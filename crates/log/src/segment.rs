@@ -23,7 +23,6 @@ pub(crate) struct Segment {
     pub(crate) file: Arc<File>,
     pub(crate) path: PathBuf,
     pub(crate) index: SparseIndex,
-    last_indexed: Option<u64>,
 }
 
 /// What a scan of a segment's bytes found.
@@ -91,8 +90,19 @@ impl Segment {
             file: Arc::new(file),
             path,
             index,
-            last_indexed: None,
         }
+    }
+
+    fn from_scan(path: PathBuf, file: File, base: u64, scan: Scan) -> Segment {
+        Segment::from_parts(
+            path,
+            file,
+            base,
+            scan.len,
+            scan.next,
+            scan.max_ts,
+            scan.index,
+        )
     }
 
     pub(crate) fn open_file(path: &Path) -> Result<(File, u64)> {
@@ -136,15 +146,7 @@ impl Segment {
         if let Some((pos, err)) = scan.damage {
             return Err(LogError::corrupt(&path, pos, &err));
         }
-        let seg = Segment::from_parts(
-            path,
-            file,
-            base,
-            scan.len,
-            scan.next,
-            scan.max_ts,
-            scan.index,
-        );
+        let seg = Segment::from_scan(path, file, base, scan);
         seg.write_index()?;
         Ok((seg, true))
     }
@@ -175,29 +177,19 @@ impl Segment {
                 });
             }
             file.set_len(*pos).map_err(LogError::io(&path))?;
-            file.sync_all().map_err(LogError::io(&path))?;
             truncated = file_len - pos;
         }
-        let seg = Segment::from_parts(
-            path,
-            file,
-            base,
-            scan.len,
-            scan.next,
-            scan.max_ts,
-            scan.index,
-        );
-        Ok((seg, truncated))
+        // What an earlier process wrote may still be only in the page cache;
+        // the log starts out claiming everything is synced, so make it so.
+        file.sync_all().map_err(LogError::io(&path))?;
+        Ok((Segment::from_scan(path, file, base, scan), truncated))
     }
 
     /// Records that a batch of `total_len` bytes holding offsets up to `next`
     /// was written at the current end.
     pub(crate) fn advance(&mut self, total_len: u64, next: u64, max_ts: i64, interval: u64) {
-        let pos = self.len;
-        if self.last_indexed.is_none_or(|last| pos - last >= interval) {
-            self.index.push((self.next - self.base) as u32, pos as u32);
-            self.last_indexed = Some(pos);
-        }
+        self.index
+            .note((self.next - self.base) as u32, self.len, interval);
         self.len += total_len;
         self.next = next;
         self.max_ts = self.max_ts.max(max_ts);
@@ -278,20 +270,12 @@ pub(crate) fn scan(
         start: 0,
         buf: Vec::new(),
     };
-    let mut seg = Segment {
-        base,
-        next: base,
-        len: 0,
-        max_ts: i64::MIN,
-        file: Arc::new(file.try_clone().map_err(LogError::io(path))?),
-        path: path.to_path_buf(),
-        index: SparseIndex::default(),
-        last_indexed: None,
-    };
+    let (mut len, mut next, mut max_ts) = (0u64, base, i64::MIN);
+    let mut index = SparseIndex::default();
     let mut batches = 0;
     let mut damage = None;
-    while seg.len < file_len {
-        let pos = seg.len;
+    while len < file_len {
+        let pos = len;
         let header = match w.get(pos, BATCH_HEADER_LEN)? {
             None => Err(BatchError::Truncated {
                 needed: BATCH_HEADER_LEN,
@@ -310,8 +294,11 @@ pub(crate) fn scan(
             },
         };
         match checked {
-            Ok(h) if h.base_offset == seg.next => {
-                seg.advance(h.total_len as u64, h.next_offset(), h.max_ts, interval);
+            Ok(h) if h.base_offset == next => {
+                index.note((next - base) as u32, pos, interval);
+                len += h.total_len as u64;
+                next = h.next_offset();
+                max_ts = max_ts.max(h.max_ts);
                 batches += 1;
             }
             Ok(_) => {
@@ -325,10 +312,10 @@ pub(crate) fn scan(
         }
     }
     Ok(Scan {
-        len: seg.len,
-        next: seg.next,
-        max_ts: seg.max_ts,
-        index: seg.index,
+        len,
+        next,
+        max_ts,
+        index,
         batches,
         damage,
     })

@@ -35,6 +35,15 @@ struct Slot {
     record: Option<Record>,
 }
 
+impl Slot {
+    /// The record of a slot not yet done (done slots drop theirs).
+    fn pending_record(&self) -> Record {
+        self.record
+            .clone()
+            .expect("a slot not yet done holds its record")
+    }
+}
+
 /// Why a message goes to the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadReason {
@@ -274,10 +283,7 @@ impl Cursor {
             self.in_flight += 1;
             out.push(Leased {
                 offset,
-                record: slot
-                    .record
-                    .clone()
-                    .expect("a pending slot holds its record"),
+                record: slot.pending_record(),
                 delivery_count: slot.delivery_count,
             });
         }
@@ -456,10 +462,7 @@ impl Cursor {
 fn dead_letter(offset: u64, slot: &Slot, reason: DeadReason) -> DeadLetter {
     DeadLetter {
         offset,
-        record: slot
-            .record
-            .clone()
-            .expect("a pending slot holds its record"),
+        record: slot.pending_record(),
         delivery_count: slot.delivery_count,
         reason,
     }
