@@ -1,0 +1,416 @@
+//! The JSON bodies of the queue HTTP API, shared by the server and the client.
+//!
+//! Path-compatible with the GPU telemetry pipeline's queue service: publish
+//! takes `{topic, payload, metadata}` and answers `{message_id, topic,
+//! timestamp}`; deliveries carry `{id, topic, payload, headers, metadata,
+//! timestamp, delivery_count}`. Weir adds keys, headers, payload encodings,
+//! batch forms, reject, seek and dead letters.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+/// The header under which a message's `metadata` is stored.
+pub const METADATA_HEADER: &str = "weir-metadata";
+
+/// How a payload's bytes are written in a JSON body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// `payload` is the message itself, any JSON value (the default).
+    #[default]
+    Json,
+    /// `payload` is a JSON string holding the message's text.
+    Text,
+    /// `payload` is a JSON string holding the message's bytes in base64.
+    Base64,
+}
+
+impl Encoding {
+    pub fn is_json(&self) -> bool {
+        *self == Encoding::Json
+    }
+}
+
+/// Writes message bytes as a JSON payload: verbatim when they are one JSON
+/// value, else as text, else as base64. Decoding gives the bytes back exactly.
+pub fn encode_payload(bytes: &[u8]) -> (Box<RawValue>, Encoding) {
+    if let Ok(raw) = serde_json::from_slice::<&RawValue>(bytes)
+        && raw.get().len() == bytes.len()
+    {
+        return (raw.to_owned(), Encoding::Json);
+    }
+    let (text, encoding) = match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_string(), Encoding::Text),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            Encoding::Base64,
+        ),
+    };
+    let json = serde_json::to_string(&text).expect("a string serializes");
+    (
+        RawValue::from_string(json).expect("a serialized string is JSON"),
+        encoding,
+    )
+}
+
+/// The message bytes a JSON payload stands for.
+pub fn decode_payload(payload: &RawValue, encoding: Encoding) -> Result<Bytes, String> {
+    match encoding {
+        Encoding::Json => Ok(Bytes::copy_from_slice(payload.get().as_bytes())),
+        Encoding::Text | Encoding::Base64 => {
+            let text: String = serde_json::from_str(payload.get()).map_err(|_| {
+                format!(
+                    "payload must be a JSON string with payload_encoding {}",
+                    encoding.name()
+                )
+            })?;
+            if encoding == Encoding::Text {
+                Ok(Bytes::from(text))
+            } else {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text.as_bytes())
+                    .map(Bytes::from)
+                    .map_err(|e| format!("payload is not valid base64: {e}"))
+            }
+        }
+    }
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Text => "text",
+            Encoding::Base64 => "base64",
+        }
+    }
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC, millisecond precision).
+pub fn format_timestamp(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// An RFC 3339 time as milliseconds since the epoch.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let t: SystemTime = humantime::parse_rfc3339_weak(s).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64)
+}
+
+/// `POST /api/v1/queue/publish`, and one item of a batch.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PublishRequest {
+    /// Required on `/publish`; in a batch it may come from the `topic` query
+    /// parameter instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The message: any JSON value, stored as its JSON text.
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Encoding::is_json")]
+    pub payload_encoding: Encoding,
+    /// Messages with the same key keep their order (same partition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Any JSON value, delivered back with the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Box<RawValue>>,
+}
+
+/// Where a published message landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PublishResponse {
+    /// `PARTITION-OFFSET`, the id to ack or nack the message with.
+    pub message_id: String,
+    pub topic: String,
+    /// RFC 3339.
+    pub timestamp: String,
+}
+
+/// `POST /api/v1/queue/publish/batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PublishBatchResponse {
+    pub count: usize,
+    /// One per message, in the order sent.
+    pub results: Vec<PublishResponse>,
+}
+
+/// A delivered message: the `data` of an SSE `message` event, and one item
+/// of a `/receive` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WireMessage {
+    /// `PARTITION-OFFSET`.
+    pub id: String,
+    pub topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Encoding::is_json")]
+    pub payload_encoding: Encoding,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Box<RawValue>>,
+    /// RFC 3339.
+    pub timestamp: String,
+    /// 1 on the first delivery.
+    pub delivery_count: u32,
+}
+
+/// The `data` of the SSE `connected` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Connected {
+    pub consumer_id: String,
+}
+
+/// `GET /api/v1/queue/receive`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReceiveResponse {
+    pub messages: Vec<WireMessage>,
+}
+
+/// `POST /api/v1/queue/ack`, `/nack` and `/reject`: one id or a list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SettleRequest {
+    pub topic: String,
+    pub consumer_group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub message_ids: Vec<String>,
+    /// `/nack` only: deliver again after this long (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// `/reject` only: why, stored with the dead letter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What settling one id did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SettleStatus {
+    /// Acked, given back, or dead-lettered, as asked.
+    Done,
+    /// It was already acked or dead-lettered: nothing changed.
+    AlreadyDone,
+    /// The group has not received this message (yet).
+    NotDelivered,
+    /// Its lease expired or it was given back: it will be delivered again.
+    NotLeased,
+}
+
+/// One id's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SettleResult {
+    pub message_id: String,
+    pub status: SettleStatus,
+}
+
+/// The answer to a settle request with a list of ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SettleResponse {
+    pub results: Vec<SettleResult>,
+}
+
+/// `POST /api/v1/queue/seek`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SeekRequest {
+    pub topic: String,
+    pub consumer_group: String,
+    pub to: SeekTarget,
+}
+
+/// Where a group moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SeekTarget {
+    Earliest,
+    Latest,
+    /// Every partition to its first message at or after this time.
+    TimestampMs(i64),
+    /// One partition to an offset.
+    Offset {
+        partition: u32,
+        offset: u64,
+    },
+}
+
+/// `GET /api/v1/queue/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StatsResponse {
+    pub topics: Vec<TopicStats>,
+    pub consumer_groups: Vec<GroupStats>,
+}
+
+/// One topic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TopicStats {
+    pub topic: String,
+    pub partitions: u32,
+    /// Messages its slowest group has not yet acked (all retained messages
+    /// when it has no group).
+    pub queue_depth: u64,
+    /// Messages retained.
+    pub messages: u64,
+    pub bytes: u64,
+    /// Messages in `<topic>.dlq`.
+    pub dead_letter_count: u64,
+    /// Published since the broker started.
+    pub published_total: u64,
+    /// Messages per second over the last few seconds.
+    pub publish_rate: f64,
+}
+
+/// One consumer group on one topic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GroupStats {
+    pub consumer_group: String,
+    pub topic: String,
+    pub consumer_count: u64,
+    /// Not yet acked or dead-lettered, in flight included.
+    pub pending_messages: u64,
+    pub in_flight: u64,
+    pub delivered_total: u64,
+    pub acked_total: u64,
+    pub redelivered_total: u64,
+    pub dead_lettered_total: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_unacked_age_ms: Option<u64>,
+    /// Deliveries per second over the last few seconds.
+    pub delivery_rate: f64,
+    /// Acks per second over the last few seconds.
+    pub ack_rate: f64,
+}
+
+/// `GET /api/v1/queue/dlq`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeadLettersResponse {
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub messages: Vec<DeadLetter>,
+}
+
+/// A message in a dead-letter topic and why it is there.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetter {
+    /// Its id in the dead-letter topic.
+    pub id: String,
+    /// `delivery_limit` or `rejected`.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub origin_topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_group: Option<String>,
+    pub delivery_count: u32,
+    /// When it was dead-lettered, RFC 3339.
+    pub timestamp: String,
+    pub message: WireMessage,
+}
+
+/// `POST /api/v1/queue/dlq/redrive`: publish dead letters back to their
+/// topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RedriveRequest {
+    pub topic: String,
+    /// At most this many (default: all there are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RedriveResponse {
+    pub redriven: usize,
+}
+
+/// `GET /health` and `GET /ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    pub status: String,
+}
+
+/// Every error answer: a short code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// `bad_request`, `unauthorized`, `not_found`, `conflict`,
+    /// `payload_too_large`, `overloaded`, `unavailable` or `internal`.
+    pub error: String,
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_byte_for_byte() {
+        let cases: &[(&[u8], Encoding)] = &[
+            (br#"{"a": 1}"#, Encoding::Json),
+            (b"42", Encoding::Json),
+            (br#""quoted""#, Encoding::Json),
+            (b"hello world", Encoding::Text),
+            (b" 42", Encoding::Text),
+            (b"{\"a\":1} ", Encoding::Text),
+            (b"", Encoding::Text),
+            (&[0xff, 0x00, 0x10], Encoding::Base64),
+        ];
+        for &(bytes, want) in cases {
+            let (raw, encoding) = encode_payload(bytes);
+            assert_eq!(encoding, want, "{bytes:?}");
+            assert_eq!(decode_payload(&raw, encoding).unwrap(), bytes, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn bad_encoded_payloads_say_why() {
+        let raw = RawValue::from_string("5".into()).unwrap();
+        assert!(decode_payload(&raw, Encoding::Text).is_err());
+        let raw = RawValue::from_string("\"!!\"".into()).unwrap();
+        assert!(
+            decode_payload(&raw, Encoding::Base64)
+                .unwrap_err()
+                .contains("base64")
+        );
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let ms = 1_763_900_000_123;
+        let s = format_timestamp(ms);
+        assert_eq!(s, "2025-11-23T12:13:20.123Z");
+        assert_eq!(parse_timestamp(&s), Some(ms));
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    #[test]
+    fn seek_targets_have_readable_json() {
+        let t: SeekTarget = serde_json::from_str(r#""earliest""#).unwrap();
+        assert_eq!(t, SeekTarget::Earliest);
+        let t: SeekTarget = serde_json::from_str(r#"{"timestamp_ms": 5}"#).unwrap();
+        assert_eq!(t, SeekTarget::TimestampMs(5));
+        let t: SeekTarget =
+            serde_json::from_str(r#"{"offset":{"partition":1,"offset":9}}"#).unwrap();
+        assert_eq!(
+            t,
+            SeekTarget::Offset {
+                partition: 1,
+                offset: 9
+            }
+        );
+    }
+}
