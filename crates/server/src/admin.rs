@@ -15,7 +15,7 @@ use weir_api::wire::{
     RedriveResponse, StatsResponse,
 };
 use weir_queue::{
-    GroupConfig, Message, MessageId, QueueError, Record, StartAt, SubscribeOptions,
+    GroupConfig, Message, MessageId, Queue, QueueError, Record, StartAt, SubscribeOptions,
     dead_letter_topic,
 };
 
@@ -118,23 +118,32 @@ pub(crate) async fn dead_letters(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<DeadLetterQuery>,
 ) -> Result<Json<DeadLettersResponse>, ApiError> {
-    weir_queue::validate_name("topic", &q.topic)?;
-    let dlq = dead_letter_topic(&q.topic);
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(Json(list_dead_letters(&st.queue, &q.topic, limit)?))
+}
+
+/// The oldest `limit` dead letters of `topic`, with reason and origin.
+pub fn list_dead_letters(
+    queue: &Queue,
+    topic: &str,
+    limit: usize,
+) -> Result<DeadLettersResponse, QueueError> {
+    weir_queue::validate_name("topic", topic)?;
+    let dlq = dead_letter_topic(topic);
     let mut messages = Vec::new();
     for partition in 0.. {
         let mut from = 0;
         loop {
-            let records = match st.queue.read(&dlq, partition, from, 1 << 20) {
+            let records = match queue.read(&dlq, partition, from, 1 << 20) {
                 Ok(r) => r,
                 Err(QueueError::UnknownTopic(_) | QueueError::NoSuchPartition { .. }) => {
-                    return Ok(Json(DeadLettersResponse {
-                        topic: q.topic,
+                    return Ok(DeadLettersResponse {
+                        topic: topic.to_string(),
                         dead_letter_topic: dlq,
                         messages: finish(messages, limit),
-                    }));
+                    });
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             let Some(last) = records.last() else { break };
             from = last.offset + 1;
@@ -215,23 +224,34 @@ pub(crate) async fn redrive(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<RedriveRequest>,
 ) -> Result<Json<RedriveResponse>, ApiError> {
-    weir_queue::validate_name("topic", &req.topic)?;
-    let dlq = dead_letter_topic(&req.topic);
-    if !st.queue.topics().contains(&dlq) {
-        return Ok(Json(RedriveResponse { redriven: 0 }));
+    let redriven = redrive_dead_letters(&st.queue, &req.topic, req.max).await?;
+    Ok(Json(RedriveResponse { redriven }))
+}
+
+/// Publishes up to `max` (default all) dead letters of `topic` back to it;
+/// returns how many.
+pub async fn redrive_dead_letters(
+    queue: &Queue,
+    topic: &str,
+    max: Option<usize>,
+) -> Result<usize, QueueError> {
+    weir_queue::validate_name("topic", topic)?;
+    let dlq = dead_letter_topic(topic);
+    if !queue.topics().contains(&dlq) {
+        return Ok(0);
     }
-    let consumer = st.queue.subscribe(
+    let consumer = queue.subscribe(
         &dlq,
         REDRIVE_GROUP,
         SubscribeOptions {
             consumer_id: "redrive".into(),
             group: GroupConfig {
                 start: StartAt::Earliest,
-                ..st.queue.config().group
+                ..queue.config().group
             },
         },
     )?;
-    let max = req.max.unwrap_or(usize::MAX);
+    let max = max.unwrap_or(usize::MAX);
     let mut redriven = 0;
     while redriven < max {
         let deliveries = consumer
@@ -255,12 +275,12 @@ pub(crate) async fn redrive(
             })
             .collect();
         let count = messages.len();
-        st.queue.publish_batch(&req.topic, messages).await?;
+        queue.publish_batch(topic, messages).await?;
         consumer.ack(&ids).await?;
         redriven += count;
     }
-    tracing::info!(topic = %req.topic, redriven, "dead letters redriven");
-    Ok(Json(RedriveResponse { redriven }))
+    tracing::info!(topic, redriven, "dead letters redriven");
+    Ok(redriven)
 }
 
 /// Liveness: the process answers.

@@ -36,6 +36,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weir_queue::Queue;
 
+pub use admin::{list_dead_letters, redrive_dead_letters};
 pub use openapi::openapi_json;
 pub use state::router;
 

@@ -2,6 +2,7 @@
 //! exit code and a one-line message.
 
 mod bench;
+mod broker;
 mod options;
 mod queue;
 
@@ -18,7 +19,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Publish, consume and inspect the embedded durable queue.
+    /// Serve the embedded durable queue over HTTP and Server-Sent Events.
+    Broker(broker::BrokerArgs),
+    /// Publish, consume and inspect a bus (a broker, or an embedded queue)
+    /// with JSON lines.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
     /// Measure Weir end to end and print the figures with the machine,
@@ -45,6 +49,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Broker(args) => broker::run(args).await,
             Command::Queue(cmd) => queue::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }

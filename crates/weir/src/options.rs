@@ -46,3 +46,37 @@ pub(crate) fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
     weir_log::parse_duration(s)
         .ok_or_else(|| anyhow!("expected a duration like 250ms, 5s or 2m, not {s:?}"))
 }
+
+/// Which transport a command talks to.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BusOptions {
+    /// The bus: `http://host:port` (a `weir broker`) or `embedded:///path`
+    /// (the queue in that directory, in this process).
+    #[arg(long, env = "WEIR_BUS", default_value = "http://127.0.0.1:8080")]
+    pub(crate) bus: String,
+    /// Bearer token of a broker started with `--auth-token`.
+    #[arg(long, env = "WEIR_AUTH_TOKEN", hide_env_values = true)]
+    pub(crate) auth_token: Option<String>,
+    /// `embedded://` only: when writes reach the disk.
+    #[arg(long, env = "WEIR_FSYNC", default_value = "every 5ms", value_parser = parse_fsync)]
+    pub(crate) fsync: Fsync,
+    /// `embedded://` only: partitions of topics created on first use.
+    #[arg(long, env = "WEIR_PARTITIONS", default_value_t = 4)]
+    pub(crate) partitions: u32,
+}
+
+impl BusOptions {
+    pub(crate) fn connect_options(&self) -> weir_bus::ConnectOptions {
+        weir_bus::ConnectOptions {
+            auth_token: self.auth_token.clone(),
+            partitions: Some(self.partitions.max(1)),
+            fsync: Some(self.fsync),
+        }
+    }
+
+    pub(crate) async fn connect(&self) -> anyhow::Result<std::sync::Arc<dyn weir_bus::Bus>> {
+        weir_bus::connect(&self.bus, &self.connect_options())
+            .await
+            .with_context(|| format!("connecting to the bus {}", self.bus))
+    }
+}

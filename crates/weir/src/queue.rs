@@ -1,4 +1,4 @@
-//! `weir queue …`: the embedded queue from a terminal.
+//! `weir queue …`: any bus from a terminal, NDJSON in and out.
 
 use std::time::Duration;
 
@@ -6,18 +6,17 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
-use weir_queue::{
-    Delivery, GroupConfig, Message, MessageId, Queue, SeekTo, StartAt, SubscribeOptions,
-};
+use weir_api::wire::{self, DeadLettersResponse, SeekTarget, StatsResponse};
+use weir_bus::{Bus, Delivery, Message, Start, SubscribeOptions};
 
-use crate::options::{QueueOptions, parse_duration};
+use crate::options::{BusOptions, parse_duration};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum QueueCommand {
     /// Publish messages: the arguments, or else one message per line of stdin.
     Publish {
         #[command(flatten)]
-        queue: QueueOptions,
+        bus: BusOptions,
         topic: String,
         /// Message payloads; read from stdin, one per line, when absent.
         messages: Vec<String>,
@@ -35,7 +34,7 @@ pub(crate) enum QueueCommand {
     /// JSON lines; acks each batch after printing it.
     Consume {
         #[command(flatten)]
-        queue: QueueOptions,
+        bus: BusOptions,
         topic: String,
         #[arg(long, default_value = "weir-cli")]
         group: String,
@@ -49,7 +48,13 @@ pub(crate) enum QueueCommand {
         idle: Duration,
         /// Where a new group starts: earliest or latest.
         #[arg(long, default_value = "earliest", value_parser = parse_start)]
-        start: StartAt,
+        start: Start,
+        /// A message not acked within this is delivered again.
+        #[arg(long, value_parser = parse_duration)]
+        visibility_timeout: Option<Duration>,
+        /// Deliveries before a message goes to `<topic>.dlq`.
+        #[arg(long)]
+        max_deliveries: Option<u32>,
         /// Leave messages unacked (they return after the visibility timeout).
         #[arg(long)]
         no_ack: bool,
@@ -59,7 +64,7 @@ pub(crate) enum QueueCommand {
     /// or one partition to an offset (`PARTITION-OFFSET`).
     Seek {
         #[command(flatten)]
-        queue: QueueOptions,
+        bus: BusOptions,
         topic: String,
         #[arg(long)]
         group: String,
@@ -69,30 +74,41 @@ pub(crate) enum QueueCommand {
     /// redelivered and dead-lettered counts.
     Stats {
         #[command(flatten)]
-        queue: QueueOptions,
+        bus: BusOptions,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// List a topic's dead letters as JSON lines (reason, origin, message),
+    /// or publish them back to the topic with `--redrive`.
+    Dlq {
+        #[command(flatten)]
+        bus: BusOptions,
+        topic: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Publish the dead letters back to the topic instead of listing them.
+        #[arg(long)]
+        redrive: bool,
     },
 }
 
 pub(crate) async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
     match cmd {
         QueueCommand::Publish {
-            queue,
+            bus,
             topic,
             messages,
             key,
             headers,
             batch,
         } => {
-            let q = queue.open().await?;
+            let b = bus.connect().await?;
             let make = |payload: String| {
                 let mut m = Message::new(payload);
                 m.key = key.clone().map(Bytes::from);
-                for (n, v) in &headers {
-                    m = m.with_header(n.clone(), v.clone());
-                }
+                m.headers = headers.clone();
                 m
             };
             let mut count = 0u64;
@@ -102,43 +118,49 @@ pub(crate) async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                 while let Some(line) = lines.next_line().await.context("reading stdin")? {
                     pending.push(make(line));
                     if pending.len() >= batch.max(1) {
-                        count += publish(&q, &topic, std::mem::take(&mut pending)).await?;
+                        count += publish(&*b, &topic, std::mem::take(&mut pending)).await?;
                     }
                 }
                 if !pending.is_empty() {
-                    count += publish(&q, &topic, pending).await?;
+                    count += publish(&*b, &topic, pending).await?;
                 }
             } else {
-                count += publish(&q, &topic, messages.into_iter().map(make).collect()).await?;
+                count += publish(&*b, &topic, messages.into_iter().map(make).collect()).await?;
             }
-            q.close().await?;
+            b.close().await?;
             eprintln!("published {count} messages to {topic}");
             Ok(())
         }
         QueueCommand::Consume {
-            queue,
+            bus,
             topic,
             group,
             consumer_id,
             max,
             idle,
             start,
+            visibility_timeout,
+            max_deliveries,
             no_ack,
         } => {
-            let q = queue.open().await?;
-            let options = SubscribeOptions {
-                consumer_id,
-                group: GroupConfig {
-                    start,
-                    ..GroupConfig::default()
-                },
-            };
-            let consumer = q.subscribe(&topic, &group, options)?;
-            let mut seen = 0u64;
+            let b = bus.connect().await?;
             let limit = max.unwrap_or(u64::MAX);
+            let options = SubscribeOptions {
+                start,
+                visibility_timeout,
+                max_deliveries,
+                max_in_flight: limit.clamp(1, 1000) as usize,
+                ..SubscribeOptions::new(consumer_id)
+            };
+            let mut sub = b
+                .subscribe(&topic, &group, options)
+                .await
+                .with_context(|| format!("subscribing to {topic} as group {group}"))?;
+            let acker = sub.acker();
+            let mut seen = 0u64;
             while seen < limit {
                 let want = (limit - seen).min(500) as usize;
-                let batch = consumer.receive(want, idle).await?;
+                let batch = sub.receive(want, idle).await?;
                 if batch.is_empty() {
                     break;
                 }
@@ -149,119 +171,173 @@ pub(crate) async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                 }
                 print!("{out}");
                 if !no_ack {
-                    let ids: Vec<MessageId> = batch.iter().map(|d| d.id).collect();
-                    consumer.ack(&ids).await?;
+                    let ids: Vec<String> = batch.iter().map(|d| d.id.clone()).collect();
+                    acker.ack(&ids).await?;
                 }
                 seen += batch.len() as u64;
             }
-            drop(consumer);
-            q.close().await?;
+            drop(sub);
+            b.close().await?;
             Ok(())
         }
         QueueCommand::Seek {
-            queue,
+            bus,
             topic,
             group,
             to,
         } => {
             let target = parse_seek(&to)?;
-            let q = queue.open().await?;
-            q.seek(&topic, &group, target)?;
-            q.close().await?;
+            let b = bus.connect().await?;
+            b.seek(&topic, &group, target)
+                .await
+                .with_context(|| format!("moving group {group} of {topic}"))?;
+            b.close().await?;
             Ok(())
         }
-        QueueCommand::Stats { queue, json } => {
-            let q = queue.open().await?;
-            let stats = q.stats()?;
-            q.close().await?;
+        QueueCommand::Stats { bus, json } => {
+            let b = bus.connect().await?;
+            let stats = b.stats().await?;
+            b.close().await?;
             if json {
-                println!("{}", stats_json(&stats));
+                println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
                 print_stats(&stats);
             }
             Ok(())
         }
+        QueueCommand::Dlq {
+            bus,
+            topic,
+            limit,
+            redrive,
+        } => dead_letters(&bus, &topic, limit, redrive).await,
     }
 }
 
-async fn publish(q: &Queue, topic: &str, messages: Vec<Message>) -> anyhow::Result<u64> {
+async fn publish(b: &dyn Bus, topic: &str, messages: Vec<Message>) -> anyhow::Result<u64> {
     let n = messages.len() as u64;
-    q.publish_batch(topic, messages)
+    b.publish_batch(topic, messages)
         .await
         .with_context(|| format!("publishing to {topic}"))?;
     Ok(n)
 }
 
-/// A delivery as JSON: the payload inline when it is JSON, else as text.
+/// Dead letters are an operation of the broker (or, embedded, of the queue
+/// itself), not of the bus contract.
+async fn dead_letters(
+    bus: &BusOptions,
+    topic: &str,
+    limit: usize,
+    redrive: bool,
+) -> anyhow::Result<()> {
+    let (listed, redriven): (Option<DeadLettersResponse>, usize) =
+        if let Some(path) = bus.bus.strip_prefix("embedded://") {
+            let b = weir_bus::embedded::EmbeddedBus::open(path, &bus.connect_options()).await?;
+            let out = if redrive {
+                let n = weir_server::redrive_dead_letters(b.queue(), topic, Some(limit)).await?;
+                (None, n)
+            } else {
+                (
+                    Some(weir_server::list_dead_letters(b.queue(), topic, limit)?),
+                    0,
+                )
+            };
+            b.close().await?;
+            out
+        } else {
+            let client = weir_api::Client::new(&bus.bus, bus.auth_token.clone())?;
+            if redrive {
+                let request = wire::RedriveRequest {
+                    topic: topic.to_string(),
+                    max: Some(limit),
+                };
+                (None, client.redrive(&request).await?.redriven)
+            } else {
+                (Some(client.dead_letters(topic, Some(limit)).await?), 0)
+            }
+        };
+    match listed {
+        Some(list) => {
+            let mut out = String::new();
+            for letter in &list.messages {
+                out.push_str(&serde_json::to_string(letter)?);
+                out.push('\n');
+            }
+            print!("{out}");
+        }
+        None => eprintln!("redrove {redriven} dead letters to {topic}"),
+    }
+    Ok(())
+}
+
+/// A delivery as one JSON line: the payload inline when it is JSON, else
+/// as text (or base64, with `payload_encoding` saying which).
 pub(crate) fn delivery_json(d: &Delivery) -> Value {
-    let payload = serde_json::from_slice::<Value>(&d.record.payload)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.record.payload).into_owned()));
+    let (payload, encoding) = wire::encode_payload(&d.payload);
     let headers: serde_json::Map<String, Value> = d
-        .record
         .headers
         .iter()
-        .map(|h| {
-            (
-                h.name.clone(),
-                Value::String(String::from_utf8_lossy(&h.value).into_owned()),
-            )
-        })
+        .map(|(n, v)| (n.clone(), Value::String(v.clone())))
         .collect();
-    json!({
-        "id": d.id.to_string(),
-        "topic": &*d.topic,
-        "key": d.record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+    let mut line = json!({
+        "id": d.id,
+        "topic": d.topic,
+        "key": d.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
         "payload": payload,
         "headers": headers,
-        "timestamp": d.record.timestamp,
+        "timestamp": wire::format_timestamp(d.timestamp_ms),
         "delivery_count": d.delivery_count,
-    })
+    });
+    if !encoding.is_json() {
+        line["payload_encoding"] = json!(encoding);
+    }
+    line
 }
 
-fn stats_json(stats: &weir_queue::Stats) -> Value {
-    json!({
-        "topics": stats.topics.iter().map(|t| json!({
-            "topic": t.topic, "partitions": t.partitions, "messages": t.messages,
-            "bytes": t.bytes, "end_offsets": t.end_offsets,
-        })).collect::<Vec<_>>(),
-        "groups": stats.groups.iter().map(|g| json!({
-            "group": g.group, "topic": g.topic, "depth": g.depth, "in_flight": g.in_flight,
-            "acked_total": g.acked_total, "redelivered_total": g.redelivered_total,
-            "dead_lettered_total": g.dead_lettered_total,
-            "oldest_unacked_age_ms": g.oldest_unacked_age_ms, "committed": g.committed,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn print_stats(stats: &weir_queue::Stats) {
+fn print_stats(stats: &StatsResponse) {
     println!(
-        "{:<32} {:>10} {:>14} {:>14}",
-        "TOPIC", "PARTITIONS", "MESSAGES", "BYTES"
+        "{:<32} {:>10} {:>12} {:>12} {:>14} {:>10} {:>10}",
+        "TOPIC", "PARTITIONS", "MESSAGES", "DEPTH", "BYTES", "DEAD", "PUB/S"
     );
     for t in &stats.topics {
         println!(
-            "{:<32} {:>10} {:>14} {:>14}",
-            t.topic, t.partitions, t.messages, t.bytes
+            "{:<32} {:>10} {:>12} {:>12} {:>14} {:>10} {:>10.0}",
+            t.topic,
+            t.partitions,
+            t.messages,
+            t.queue_depth,
+            t.bytes,
+            t.dead_letter_count,
+            t.publish_rate
         );
     }
-    if stats.groups.is_empty() {
+    if stats.consumer_groups.is_empty() {
         return;
     }
     println!();
     println!(
-        "{:<24} {:<24} {:>10} {:>9} {:>12} {:>11} {:>9} {:>12}",
-        "GROUP", "TOPIC", "DEPTH", "IN FLIGHT", "ACKED", "REDELIVERED", "DEAD", "OLDEST AGE"
+        "{:<24} {:<24} {:>9} {:>10} {:>9} {:>12} {:>11} {:>9} {:>12}",
+        "GROUP",
+        "TOPIC",
+        "CONSUMERS",
+        "PENDING",
+        "IN FLIGHT",
+        "ACKED",
+        "REDELIVERED",
+        "DEAD",
+        "OLDEST AGE"
     );
-    for g in &stats.groups {
+    for g in &stats.consumer_groups {
         let age = g.oldest_unacked_age_ms.map_or_else(
             || "-".to_string(),
             |ms| format!("{:.1}s", ms as f64 / 1000.0),
         );
         println!(
-            "{:<24} {:<24} {:>10} {:>9} {:>12} {:>11} {:>9} {:>12}",
-            g.group,
+            "{:<24} {:<24} {:>9} {:>10} {:>9} {:>12} {:>11} {:>9} {:>12}",
+            g.consumer_group,
             g.topic,
-            g.depth,
+            g.consumer_count,
+            g.pending_messages,
             g.in_flight,
             g.acked_total,
             g.redelivered_total,
@@ -278,26 +354,26 @@ fn parse_header(s: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
-fn parse_start(s: &str) -> anyhow::Result<StartAt> {
+fn parse_start(s: &str) -> anyhow::Result<Start> {
     match s {
-        "earliest" => Ok(StartAt::Earliest),
-        "latest" => Ok(StartAt::Latest),
+        "earliest" => Ok(Start::Earliest),
+        "latest" => Ok(Start::Latest),
         _ => bail!("expected earliest or latest, not {s:?}"),
     }
 }
 
-fn parse_seek(s: &str) -> anyhow::Result<SeekTo> {
+fn parse_seek(s: &str) -> anyhow::Result<SeekTarget> {
     Ok(match s {
-        "earliest" => SeekTo::Earliest,
-        "latest" => SeekTo::Latest,
+        "earliest" => SeekTarget::Earliest,
+        "latest" => SeekTarget::Latest,
         _ => match s.strip_prefix('@') {
-            Some(ms) => SeekTo::Timestamp(
+            Some(ms) => SeekTarget::TimestampMs(
                 ms.parse()
                     .with_context(|| format!("expected @<epoch milliseconds>, not {s:?}"))?,
             ),
             None => {
-                let id: MessageId = s.parse()?;
-                SeekTo::Offset {
+                let id: weir_queue::MessageId = s.parse()?;
+                SeekTarget::Offset {
                     partition: id.partition,
                     offset: id.offset,
                 }
@@ -312,12 +388,12 @@ mod tests {
 
     #[test]
     fn seek_targets_parse() {
-        assert_eq!(parse_seek("earliest").unwrap(), SeekTo::Earliest);
-        assert_eq!(parse_seek("latest").unwrap(), SeekTo::Latest);
-        assert_eq!(parse_seek("@1700").unwrap(), SeekTo::Timestamp(1700));
+        assert_eq!(parse_seek("earliest").unwrap(), SeekTarget::Earliest);
+        assert_eq!(parse_seek("latest").unwrap(), SeekTarget::Latest);
+        assert_eq!(parse_seek("@1700").unwrap(), SeekTarget::TimestampMs(1700));
         assert_eq!(
             parse_seek("2-40").unwrap(),
-            SeekTo::Offset {
+            SeekTarget::Offset {
                 partition: 2,
                 offset: 40
             }

@@ -1,12 +1,12 @@
-//! The `weir` binary end to end: publish, consume and stats on one data
-//! directory, and the one-line errors.
+//! The `weir` binary end to end on an embedded bus: publish, consume,
+//! stats and dead letters on one data directory, and the one-line errors.
 
 use std::process::{Command, Output};
 
 fn weir(data: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(args)
-        .env("WEIR_DATA", data)
+        .env("WEIR_BUS", format!("embedded://{}", data.display()))
         .env("WEIR_FSYNC", "never")
         .output()
         .expect("run weir")
@@ -61,9 +61,12 @@ fn publish_then_consume_then_stats() {
 
     let out = weir(d, &["queue", "stats", "--json"]);
     let stats: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let group = &stats["groups"][0];
+    let group = &stats["consumer_groups"][0];
     assert_eq!(
-        (group["group"].as_str(), group["depth"].as_u64()),
+        (
+            group["consumer_group"].as_str(),
+            group["pending_messages"].as_u64()
+        ),
         (Some("g"), Some(0))
     );
     let jobs = stats["topics"]
@@ -99,6 +102,16 @@ fn bad_input_is_one_line_and_a_nonzero_exit() {
             2,
             "expected a duration",
         ),
+        (
+            &["queue", "stats", "--bus", "amqp://elsewhere"],
+            1,
+            "unsupported bus URL",
+        ),
+        (
+            &["queue", "stats", "--bus", "http://127.0.0.1:9"],
+            1,
+            "127.0.0.1:9",
+        ),
     ];
     for (args, code, needle) in cases {
         let out = weir(dir.path(), args);
@@ -109,4 +122,58 @@ fn bad_input_is_one_line_and_a_nonzero_exit() {
             assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         }
     }
+}
+
+#[test]
+fn rejected_messages_are_listed_and_redriven() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = weir(d, &["queue", "publish", "jobs", "{\"powmin\":9}"]);
+    assert!(out.status.success(), "{out:?}");
+    // Never acked, one delivery allowed: the next receive dead-letters it.
+    for _ in 0..2 {
+        let out = weir(
+            d,
+            &[
+                "queue",
+                "consume",
+                "jobs",
+                "--group",
+                "g",
+                "--idle",
+                "300ms",
+                "--no-ack",
+                "--visibility-timeout",
+                "1ms",
+                "--max-deliveries",
+                "1",
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = weir(d, &["queue", "dlq", "jobs"]);
+    assert!(out.status.success(), "{out:?}");
+    let letters: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1, "{}", stdout(&out));
+    assert_eq!(letters[0]["reason"], "delivery_limit");
+    assert_eq!(letters[0]["origin_topic"], "jobs");
+    assert_eq!(letters[0]["message"]["payload"]["powmin"], 9);
+
+    let out = weir(d, &["queue", "dlq", "jobs", "--redrive"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("redrove 1"));
+    let out = weir(
+        d,
+        &[
+            "queue", "consume", "jobs", "--group", "g2", "--idle", "100ms",
+        ],
+    );
+    assert_eq!(
+        stdout(&out).lines().count(),
+        2,
+        "the original and the redriven copy"
+    );
 }

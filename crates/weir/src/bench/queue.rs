@@ -1,4 +1,4 @@
-//! `weir bench …`: end-to-end figures, printed with what they were measured on.
+//! `weir bench queue`: the embedded queue in process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,14 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use weir_queue::{Fsync, GroupConfig, Message, MessageId, Queue, QueueConfig, SubscribeOptions};
 
+use super::{machine, report};
 use crate::options::parse_fsync;
-
-#[derive(Debug, clap::Subcommand)]
-pub(crate) enum BenchCommand {
-    /// The embedded queue: publish, then subscribe + ack through the
-    /// competing-consumer path, then close and time the reopen (recovery).
-    Queue(QueueBench),
-}
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct QueueBench {
@@ -41,13 +35,7 @@ pub(crate) struct QueueBench {
     data: Option<std::path::PathBuf>,
 }
 
-pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
-        BenchCommand::Queue(b) => queue(b).await,
-    }
-}
-
-async fn queue(b: QueueBench) -> anyhow::Result<()> {
+pub(super) async fn run(b: QueueBench) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let dir = b.data.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let config = QueueConfig {
@@ -138,37 +126,9 @@ async fn queue(b: QueueBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(what: &str, messages: u64, size: usize, took: Duration) {
-    let secs = took.as_secs_f64().max(1e-9);
-    println!(
-        "{what:<18} {:>10.0} msg/s  {:>8.1} MB/s  ({messages} messages in {secs:.3} s)",
-        messages as f64 / secs,
-        (messages as f64 * size as f64) / secs / 1e6,
-    );
-}
-
 fn print_header(b: &QueueBench, dir: &std::path::Path) {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("weir bench queue");
-    println!("machine: {cores} cores, {cpu}, {}", std::env::consts::OS);
-    println!(
-        "commit:  {} ({} build)",
-        env!("WEIR_COMMIT"),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
-    );
+    print!("{}", machine());
     println!(
         "config:  {} messages of {} B, batch {}, {} producer(s), {} consumer(s), {} partition(s), fsync {}, data {}",
         b.messages,
