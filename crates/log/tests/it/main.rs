@@ -6,12 +6,10 @@
 //!   to a plain vector, compared after every step;
 //! - `crash`: a child process appending with `fsync = always` is killed with
 //!   SIGKILL, and every acknowledged record must survive;
-//! - `invariants`: the crate depends on nothing async, HTTP or JSON.
 //!
 //! `fixture` holds what they share. Each test works in its own temp dir.
 
 mod crash;
 mod fixture;
-mod invariants;
 mod model;
 mod recovery;
