@@ -4,7 +4,7 @@
 //! is held; an id whose lease has expired frees itself, since the queue will
 //! deliver it again, perhaps elsewhere.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
@@ -25,7 +25,7 @@ impl Leases {
     pub(crate) fn register(&self, topic: &str, group: &str, limit: usize) -> Arc<Holder> {
         let holder = Arc::new(Holder {
             limit: limit.max(1),
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(Held::default()),
             freed: Notify::new(),
         });
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
@@ -56,40 +56,66 @@ impl Leases {
 #[derive(Debug)]
 pub(crate) struct Holder {
     limit: usize,
-    held: Mutex<HashMap<MessageId, Instant>>,
+    held: Mutex<Held>,
     /// Woken when ids are freed.
     pub(crate) freed: Notify,
+}
+
+/// Held ids with their expiry, and the same in the order they expire (one
+/// connection has one visibility timeout, so holding order is expiry
+/// order): `room` costs what expired, not what is held.
+#[derive(Debug, Default)]
+struct Held {
+    by_id: HashMap<MessageId, Instant>,
+    /// May also hold settled ids, skipped lazily and compacted when they
+    /// outnumber the live ones.
+    order: VecDeque<(Instant, MessageId)>,
 }
 
 impl Holder {
     /// Notes a message sent, held until settled or until `expires`.
     pub(crate) fn hold(&self, id: MessageId, expires: Instant) {
-        self.lock().insert(id, expires);
+        let mut held = self.lock();
+        held.by_id.insert(id, expires);
+        held.order.push_back((expires, id));
     }
 
     /// How many more messages may be sent now, and when an expiry will next
     /// make room.
     pub(crate) fn room(&self, now: Instant) -> (usize, Option<Instant>) {
         let mut held = self.lock();
-        held.retain(|_, expires| *expires > now);
-        let next = held.values().min().copied();
-        (self.limit.saturating_sub(held.len()), next)
+        while let Some(&(expires, id)) = held.order.front() {
+            let live = held.by_id.get(&id) == Some(&expires);
+            if live && expires > now {
+                break;
+            }
+            if live {
+                held.by_id.remove(&id);
+            }
+            held.order.pop_front();
+        }
+        let next = held.order.front().map(|(expires, _)| *expires);
+        (self.limit.saturating_sub(held.by_id.len()), next)
     }
 
     fn release(&self, ids: &[MessageId]) {
         let mut held = self.lock();
-        let before = held.len();
+        let before = held.by_id.len();
         for id in ids {
-            held.remove(id);
+            held.by_id.remove(id);
         }
-        let freed = held.len() < before;
+        let freed = held.by_id.len() < before;
+        if held.order.len() > 2 * held.by_id.len() + 1024 {
+            let Held { by_id, order } = &mut *held;
+            order.retain(|(expires, id)| by_id.get(id) == Some(expires));
+        }
         drop(held);
         if freed {
             self.freed.notify_one();
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MessageId, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -114,8 +140,8 @@ mod tests {
         let a = leases.register("t", "g", 3);
         let b = leases.register("t", "g", 3);
         let other = leases.register("t", "other", 3);
-        a.hold(id(1), now + Duration::from_secs(10));
         a.hold(id(2), now + Duration::from_secs(1));
+        a.hold(id(1), now + Duration::from_secs(10));
         b.hold(id(3), now + Duration::from_secs(10));
         other.hold(id(1), now + Duration::from_secs(10));
         assert_eq!(a.room(now), (1, Some(now + Duration::from_secs(1))));
@@ -128,5 +154,18 @@ mod tests {
         leases.release("t", "g", &[id(2)]);
         let c = leases.register("t", "g", 0);
         assert_eq!(c.room(now).0, 1, "a limit is at least one");
+
+        // Held again (redelivered here): the later expiry counts.
+        let d = leases.register("t", "d", 2);
+        d.hold(id(5), now + Duration::from_secs(1));
+        d.hold(id(5), now + Duration::from_secs(10));
+        assert_eq!(d.room(now + Duration::from_secs(2)).0, 1);
+        // Many holds settled: the expiry queue is compacted.
+        for n in 0..5000 {
+            d.hold(id(100 + n), now + Duration::from_secs(10));
+            leases.release("t", "d", &[id(100 + n)]);
+        }
+        assert!(d.lock().order.len() < 2100, "{}", d.lock().order.len());
+        assert_eq!(d.room(now).0, 1);
     }
 }

