@@ -9,7 +9,7 @@
 //!   [`Delivery`]s, each settled by `ack`, `nack(delay)` or `reject(reason)`,
 //!   one at a time or in batches through an [`Acker`].
 //!
-//! The contract, which [`contract`] (feature `contract`) checks against every
+//! The contract, which `contract` (feature `contract`) checks against every
 //! backend: a publish returns once the message is durable by the backend's
 //! rule; every member of a group gets a share and a message goes to one member
 //! at a time; a delivery not acked within the visibility timeout comes again;

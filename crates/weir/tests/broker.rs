@@ -189,3 +189,51 @@ fn curl_drives_the_api() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_queue_commands_work_against_a_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), "127.0.0.1:0");
+    let weir = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(WEIR)
+            .args(args)
+            .env("WEIR_BUS", &broker.url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    weir(
+        &["queue", "publish", "jobs"],
+        "{\"powmin\":3,\"powmax\":4}\nplain\n",
+    );
+    let lines = weir(
+        &[
+            "queue", "consume", "jobs", "--group", "g", "--idle", "300ms",
+        ],
+        "",
+    );
+    let got: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), 2, "{lines}");
+    assert_eq!(got[0]["payload"]["powmax"], 4);
+    assert_eq!(got[1]["payload"], "plain");
+    assert_eq!(got[1]["payload_encoding"], "text");
+    let stats = weir(&["queue", "stats", "--json"], "");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["consumer_groups"][0]["acked_total"], 2);
+    assert_eq!(weir(&["queue", "dlq", "jobs"], ""), "");
+}
