@@ -40,8 +40,11 @@ impl Encoding {
 /// Writes message bytes as a JSON payload: verbatim when they are one JSON
 /// value, else as text, else as base64. Decoding gives the bytes back exactly.
 pub fn encode_payload(bytes: &[u8]) -> (Box<RawValue>, Encoding) {
+    // A raw carriage return would not survive an SSE `data:` line (it ends
+    // one), so JSON holding one travels as text, escaped.
     if let Ok(raw) = serde_json::from_slice::<&RawValue>(bytes)
         && raw.get().len() == bytes.len()
+        && !bytes.contains(&b'\r')
     {
         return (raw.to_owned(), Encoding::Json);
     }
@@ -94,7 +97,9 @@ impl Encoding {
 
 /// Milliseconds since the epoch as RFC 3339 (UTC, millisecond precision).
 pub fn format_timestamp(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    /// 9999-12-31T23:59:59.999Z, the last time RFC 3339 can write.
+    const LAST: i64 = 253_402_300_799_999;
+    let t = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, LAST) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -347,7 +352,7 @@ pub struct HealthResponse {
 /// Every error answer: a short code and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
-    /// `bad_request`, `unauthorized`, `not_found`, `conflict`,
+    /// `bad_request`, `unauthorized`, `not_found`, `method_not_allowed`, `conflict`,
     /// `payload_too_large`, `overloaded`, `unavailable` or `internal`.
     pub error: String,
     pub detail: String,
@@ -367,6 +372,7 @@ mod tests {
             (b" 42", Encoding::Text),
             (b"{\"a\":1} ", Encoding::Text),
             (b"", Encoding::Text),
+            (b"{\"a\":\r\n1}", Encoding::Text),
             (&[0xff, 0x00, 0x10], Encoding::Base64),
         ];
         for &(bytes, want) in cases {
@@ -395,6 +401,8 @@ mod tests {
         assert_eq!(s, "2025-11-23T12:13:20.123Z");
         assert_eq!(parse_timestamp(&s), Some(ms));
         assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(format_timestamp(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_timestamp(-5), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

@@ -115,7 +115,11 @@ impl Bus for EmbeddedBus {
         if options.max_in_flight == 0 {
             return Err(BusError::Invalid("max_in_flight must be at least 1".into()));
         }
-        let defaults = self.queue.config().group;
+        // Settings left out keep the group's current ones.
+        let defaults = self
+            .queue
+            .group_config(topic, group)
+            .unwrap_or(self.queue.config().group);
         let group_config = GroupConfig {
             visibility_timeout: options
                 .visibility_timeout

@@ -142,6 +142,17 @@ impl Group {
         st.consumers.insert(Arc::clone(consumer), now);
     }
 
+    /// The settings the group runs with now.
+    pub(crate) fn config(&self) -> GroupConfig {
+        let st = self.lock();
+        GroupConfig {
+            visibility_timeout: st.rules.visibility_timeout,
+            max_deliveries: st.rules.max_deliveries,
+            max_unacked: st.max_unacked,
+            ..GroupConfig::default()
+        }
+    }
+
     pub(crate) fn leave(&self, consumer: &Arc<str>) {
         self.lock().consumers.remove(consumer);
     }

@@ -203,6 +203,16 @@ impl Queue {
         })
     }
 
+    /// The settings an existing group runs with (those of its latest
+    /// subscriber), or `None` when the group is not open. Subscribers that
+    /// want to keep a group's settings start from these.
+    pub fn group_config(&self, topic: &str, group: &str) -> Option<GroupConfig> {
+        self.shared
+            .existing_group(topic, group)
+            .ok()
+            .map(|g| g.config())
+    }
+
     /// Acks messages of a group; one outcome per id.
     pub async fn ack(&self, topic: &str, group: &str, ids: &[MessageId]) -> Result<Vec<Settled>> {
         let g = self.shared.existing_group(topic, group)?;

@@ -189,7 +189,11 @@ fn dead_letter(id: MessageId, record: &Record) -> (i64, DeadLetter) {
     if let Some(ts) = header("x-weir-origin-timestamp").and_then(|t| t.parse().ok()) {
         original.timestamp = ts;
     }
-    let message = to_wire(&origin_topic, id, &original, delivery_count);
+    // The message as it was: its id in its own topic when known.
+    let mut message = to_wire(&origin_topic, id, &original, delivery_count);
+    if let Some(origin) = &origin_id {
+        message.id = origin.clone();
+    }
     let letter = DeadLetter {
         id: id.to_string(),
         reason: header("x-weir-dlq-reason").unwrap_or_default(),

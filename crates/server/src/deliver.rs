@@ -55,7 +55,12 @@ pub(crate) struct ConsumeQuery {
 
 impl ConsumeQuery {
     fn join(&self, st: &AppState) -> Result<(Consumer, GroupConfig), ApiError> {
-        let defaults = st.queue.config().group;
+        // Settings left out keep the group's current ones: one client
+        // cannot reset another's visibility timeout by omission.
+        let defaults = st
+            .queue
+            .group_config(&self.topic, &self.consumer_group)
+            .unwrap_or(st.queue.config().group);
         let start = match self.start.as_deref() {
             None | Some("earliest") => StartAt::Earliest,
             Some("latest") => StartAt::Latest,
@@ -67,6 +72,11 @@ impl ConsumeQuery {
         };
         if self.max_deliveries == Some(0) {
             return Err(ApiError::bad_request("max_deliveries must be at least 1"));
+        }
+        if self.visibility_timeout_ms == Some(0) {
+            return Err(ApiError::bad_request(
+                "visibility_timeout_ms must be at least 1",
+            ));
         }
         let group = GroupConfig {
             visibility_timeout: self

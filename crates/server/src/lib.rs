@@ -30,6 +30,7 @@ mod publish;
 mod settle;
 mod state;
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
@@ -91,7 +92,26 @@ pub async fn run(
             tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let drain = drain_deadline(&shutdown);
+    let serve = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    tokio::select! {
+        served = serve => served,
+        () = drain => {
+            tracing::warn!(
+                "connections still open {DRAIN_TIMEOUT:?} after shutdown began; closing them"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// How long shutdown waits for requests in hand (and for clients that stop
+/// reading an event stream) before it drops their connections.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn drain_deadline(shutdown: &CancellationToken) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(DRAIN_TIMEOUT).await;
 }

@@ -224,7 +224,12 @@ pub(crate) async fn observe(State(st): State<AppState>, req: Request, next: Next
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().as_str().to_string();
+    // Known methods only, so clients cannot grow the label set.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m,
+        _ => "other",
+    }
+    .to_string();
     let start = Instant::now();
     let response = next.run(req).await;
     st.metrics
@@ -237,7 +242,11 @@ pub(crate) async fn observe(State(st): State<AppState>, req: Request, next: Next
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub(crate) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     let stats = st.queue.stats()?;
-    let subscribers = st.config.max_subscribers - st.subscribers.available_permits();
+    let subscribers = st
+        .config
+        .max_subscribers
+        .max(1)
+        .saturating_sub(st.subscribers.available_permits());
     let body = st.metrics.render(&stats, subscribers);
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

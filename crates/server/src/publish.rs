@@ -1,7 +1,7 @@
 //! `POST /api/v1/queue/publish` and `/publish/batch`, and the conversions
 //! between wire messages and queue records.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::State;
@@ -13,7 +13,7 @@ use weir_api::wire::{
     self, ErrorBody, METADATA_HEADER, PublishBatchResponse, PublishRequest, PublishResponse,
     WireMessage,
 };
-use weir_queue::{Message, MessageId, Published, Record};
+use weir_queue::{Message, MessageId, Published, QueueError, Record};
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, RawBody};
@@ -71,6 +71,7 @@ pub(crate) async fn publish_batch(
     }
     // Group by topic, keeping each item's place for the answer.
     let mut groups: Vec<(String, Vec<usize>, Vec<Message>)> = Vec::new();
+    let mut group_of: HashMap<String, usize> = HashMap::new();
     let count = items.len();
     for (i, item) in items.into_iter().enumerate() {
         let topic = match item.topic.as_deref().or(q.topic.as_deref()) {
@@ -85,14 +86,47 @@ pub(crate) async fn publish_batch(
             detail: format!("item {i}: {}", e.detail),
             ..e
         })?;
-        match groups.iter_mut().find(|(t, _, _)| *t == topic) {
-            Some((_, places, messages)) => {
-                places.push(i);
-                messages.push(message);
+        match group_of.get(&topic) {
+            Some(&g) => {
+                groups[g].1.push(i);
+                groups[g].2.push(message);
             }
             None => {
                 weir_queue::validate_name("topic", &topic)?;
+                group_of.insert(topic.clone(), groups.len());
                 groups.push((topic, vec![i], vec![message]));
+            }
+        }
+    }
+    if groups.len() > 1 {
+        // The queue checks sizes per topic as it appends; check them all
+        // first so that no topic is written when another would be refused.
+        let config = st.queue.config();
+        for (_, _, messages) in &groups {
+            let mut total = 0;
+            for m in messages {
+                let size = Record {
+                    timestamp: 0,
+                    key: m.key.clone(),
+                    headers: m.headers.clone(),
+                    payload: m.payload.clone(),
+                }
+                .encoded_len();
+                if size > config.max_message_bytes {
+                    return Err(QueueError::MessageTooLarge {
+                        size,
+                        limit: config.max_message_bytes,
+                    }
+                    .into());
+                }
+                total += size;
+            }
+            if total > config.max_batch_bytes {
+                return Err(QueueError::BatchTooLarge {
+                    size: total,
+                    limit: config.max_batch_bytes,
+                }
+                .into());
             }
         }
     }

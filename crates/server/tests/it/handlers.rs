@@ -125,6 +125,13 @@ async fn batches_take_arrays_or_ndjson_and_publish_all_or_nothing() {
     .await
     .expect(StatusCode::BAD_REQUEST);
     assert!(!app.queue.topics().contains(&"d".to_string()));
+    // A message too large for one topic: the other topic is not written.
+    let big = "x".repeat(2 << 20);
+    let body = json!([{"topic": "e", "payload": 1}, {"topic": "f", "payload": big}]);
+    app.post_json("/api/v1/queue/publish/batch", body)
+        .await
+        .expect(StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(!app.queue.topics().contains(&"e".to_string()));
     let stats = app.queue.stats().unwrap();
     let b = stats.topics.iter().find(|t| t.topic == "b").unwrap();
     assert_eq!(b.messages, 11);
@@ -240,6 +247,7 @@ async fn receive_then_ack_nack_reject_answer_each_status() {
             .unwrap()
             .is_empty()
     );
+    assert_eq!(letters[0]["message"]["id"], letters[0]["origin_id"]);
     let stats = app.get("/api/v1/queue/stats").await.expect(StatusCode::OK);
     let topic = |name: &str| {
         stats.body["topics"]
@@ -280,6 +288,7 @@ async fn bad_query_parameters_are_400() {
         "/api/v1/queue/receive?topic=t&consumer_group=g&max=lots",
         "/api/v1/queue/receive?topic=t&consumer_group=g&start=middle",
         "/api/v1/queue/receive?topic=t&consumer_group=g&max_deliveries=0",
+        "/api/v1/queue/receive?topic=t&consumer_group=g&visibility_timeout_ms=0",
         "/api/v1/queue/subscribe?topic=t",
         "/api/v1/queue/dlq",
     ] {
@@ -288,9 +297,11 @@ async fn bad_query_parameters_are_400() {
     app.get("/api/v1/nothing")
         .await
         .expect(StatusCode::NOT_FOUND);
-    app.get("/api/v1/queue/publish")
+    let wrong = app
+        .get("/api/v1/queue/publish")
         .await
         .expect(StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.body["error"], "method_not_allowed");
     app.post_json(
         "/api/v1/queue/seek",
         json!({"topic": "t", "consumer_group": "g", "to": "earliest"}),
@@ -539,4 +550,22 @@ impl OneshotGet for axum::Router {
             .await
             .unwrap()
     }
+}
+
+#[tokio::test]
+async fn a_subscriber_that_names_no_settings_keeps_the_groups() {
+    let app = app(ServerConfig::default()).await;
+    app.get("/api/v1/queue/receive?topic=k&consumer_group=g&visibility_timeout_ms=60000&max_deliveries=9")
+        .await
+        .expect(StatusCode::OK);
+    app.get("/api/v1/queue/receive?topic=k&consumer_group=g")
+        .await
+        .expect(StatusCode::OK);
+    let config = app.queue.group_config("k", "g").unwrap();
+    assert_eq!(config.visibility_timeout, Duration::from_secs(60));
+    assert_eq!(config.max_deliveries, 9);
+    app.get("/api/v1/queue/receive?topic=k&consumer_group=g&max_deliveries=2")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(app.queue.group_config("k", "g").unwrap().max_deliveries, 2);
 }
