@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use weir_server::ServerConfig;
 
 use crate::options::QueueOptions;
+use crate::signal::stop_on_signal;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BrokerArgs {
@@ -47,7 +48,7 @@ pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(stop_on_signal("weir broker", shutdown.clone()));
     eprintln!(
         "weir broker: serving {} on http://{addr} (API description at /api/v1/openapi.json)",
         args.queue.data.display()
@@ -57,29 +58,4 @@ pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     served.context("serving HTTP")?;
     eprintln!("weir broker: stopped; everything acknowledged is on disk");
     Ok(())
-}
-
-/// Cancels `shutdown` at the first Ctrl-C or SIGTERM.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    eprintln!("weir broker: shutting down");
-    shutdown.cancel();
 }

@@ -3,8 +3,11 @@
 
 mod bench;
 mod broker;
+mod gol;
 mod options;
 mod queue;
+mod signal;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +28,12 @@ enum Command {
     /// with JSON lines.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Run the Game of Life benchmark (the classic program's output), or
+    /// submit a job for workers with `weir gol submit`.
+    Gol(gol::GolArgs),
+    /// Take Game of Life jobs from the bus as a member of a consumer group
+    /// and publish per-size timings.
+    Worker(worker::WorkerArgs),
     /// Measure Weir end to end and print the figures with the machine,
     /// commit and configuration they were measured on.
     #[command(subcommand)]
@@ -51,6 +60,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Broker(args) => broker::run(args).await,
             Command::Queue(cmd) => queue::run(cmd).await,
+            Command::Gol(args) => gol::run(args).await,
+            Command::Worker(args) => worker::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     });
@@ -58,7 +69,24 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weir: {e:#}");
-            std::process::ExitCode::FAILURE
+            if e.is::<UsageError>() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// A bad argument found after parsing: one line and exit code 2, like
+/// clap's own usage errors.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

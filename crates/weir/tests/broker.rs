@@ -2,56 +2,14 @@
 //! SIGTERM, and driven by curl (`scripts/api-smoke`).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weir_bus::{ConnectOptions, Message, SubscribeOptions};
 
-const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+mod support;
 
-/// A `weir broker` child process and the URL it serves.
-struct Broker {
-    child: Child,
-    url: String,
-}
-
-impl Broker {
-    fn start(data: &Path, listen: &str) -> Broker {
-        let mut child = Command::new(WEIR)
-            .args(["broker", "--listen", listen, "--data"])
-            .arg(data)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start weir broker");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the broker says where it listens")
-                .unwrap();
-            if let Some(at) = line.find("http://") {
-                let url: String = line[at..].split_whitespace().next().unwrap().to_string();
-                break url;
-            }
-        };
-        // Keep draining stderr so the broker never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Broker { child, url }
-    }
-
-    fn listen_addr(&self) -> &str {
-        self.url.trim_start_matches("http://")
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Broker, WEIR};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_broker_restarts_without_losing_or_repeating_acked_work() {

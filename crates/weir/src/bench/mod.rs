@@ -2,6 +2,7 @@
 //! and the configuration they were measured on.
 
 mod broker;
+mod gol;
 mod queue;
 
 use std::time::Duration;
@@ -14,12 +15,16 @@ pub(crate) enum BenchCommand {
     /// A broker over loopback HTTP: batch publish, SSE delivery with
     /// batched acks, and publish-to-deliver latency at a steady rate.
     Broker(broker::BrokerBench),
+    /// Game of Life: the dense engine against a plain C + OpenMP program
+    /// on the same sizes and threads, and the sparse engine on pow 10..=20.
+    Gol(gol::GolBench),
 }
 
 pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Queue(b) => queue::run(b).await,
         BenchCommand::Broker(b) => broker::run(b).await,
+        BenchCommand::Gol(b) => gol::run(b).await,
     }
 }
 

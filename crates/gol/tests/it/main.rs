@@ -1,0 +1,6 @@
+//! weir-gol's tests: both engines against a byte-per-cell reference.
+
+mod dense;
+mod reference;
+mod soup;
+mod sparse;

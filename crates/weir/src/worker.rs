@@ -1,0 +1,112 @@
+//! `weir worker`: a Game of Life worker in a consumer group, until Ctrl-C
+//! or SIGTERM. Accepts the environment names users already have
+//! (`KAFKA_BROKER`, `TOPIC_IN`, `TOPIC_OUT`, `GROUP_ID`, `OMP_NUM_THREADS`)
+//! beside `WEIR_*`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use weir_worker::{Limits, WorkerConfig};
+
+use crate::gol::RunOptions;
+use crate::options::parse_duration;
+use crate::signal::stop_on_signal;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct WorkerArgs {
+    /// The bus: `http://host:port` or `embedded:///path`; with neither this
+    /// nor `WEIR_BUS`, `kafka://$KAFKA_BROKER` when that is set, else
+    /// `http://127.0.0.1:8080`.
+    #[arg(long, env = "WEIR_BUS")]
+    bus: Option<String>,
+    /// Bearer token of a broker started with `--auth-token`.
+    #[arg(long, env = "WEIR_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// Jobs topic (also `TOPIC_IN`).
+    #[arg(long, env = "WEIR_TOPIC_IN")]
+    topic_in: Option<String>,
+    /// Results topic (also `TOPIC_OUT`).
+    #[arg(long, env = "WEIR_TOPIC_OUT")]
+    topic_out: Option<String>,
+    /// Consumer group the replicas share (also `GROUP_ID`).
+    #[arg(long, env = "WEIR_GROUP")]
+    group: Option<String>,
+    /// Names this worker in results; host and process id when absent.
+    #[arg(long, env = "WEIR_WORKER_ID")]
+    worker_id: Option<String>,
+    #[command(flatten)]
+    run: RunOptions,
+    /// Smallest pow a job may ask for.
+    #[arg(long, default_value_t = weir_gol::MIN_POW)]
+    min_pow: u32,
+    /// Largest pow a job may ask for.
+    #[arg(long, default_value_t = Limits::default().max_pow)]
+    max_pow: u32,
+    /// A job not finished within this goes to another worker.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    visibility_timeout: Duration,
+}
+
+/// The first of: the flag or `WEIR_*` value, the legacy variable, the default.
+fn pick(given: Option<String>, legacy: &str, default: &str) -> String {
+    given
+        .or_else(|| std::env::var(legacy).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| default.to_string())
+}
+
+pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let url = args
+        .bus
+        .or_else(|| {
+            std::env::var("KAFKA_BROKER")
+                .ok()
+                .filter(|b| !b.is_empty())
+                .map(|b| format!("kafka://{b}"))
+        })
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
+    let defaults = WorkerConfig::new("");
+    let worker_id = args.worker_id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let config = WorkerConfig {
+        topic_in: pick(args.topic_in, "TOPIC_IN", &defaults.topic_in),
+        topic_out: pick(args.topic_out, "TOPIC_OUT", &defaults.topic_out),
+        group: pick(args.group, "GROUP_ID", &defaults.group),
+        worker_id,
+        run: args.run.config(),
+        limits: Limits {
+            min_pow: args.min_pow,
+            max_pow: args.max_pow,
+        },
+        visibility_timeout: args.visibility_timeout,
+    };
+    let options = weir_bus::ConnectOptions {
+        auth_token: args.auth_token,
+        ..weir_bus::ConnectOptions::default()
+    };
+    let bus = weir_bus::connect(&url, &options)
+        .await
+        .with_context(|| format!("connecting to the bus {url}"))?;
+    eprintln!(
+        "weir worker {}: jobs from {} (group {}) on {url}, results to {}, engine {}, {} thread(s)",
+        config.worker_id,
+        config.topic_in,
+        config.group,
+        config.topic_out,
+        config.run.engine,
+        config.run.threads
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal("weir worker", shutdown.clone()));
+    let totals = weir_worker::run(bus.clone(), config, shutdown).await?;
+    bus.close().await?;
+    eprintln!(
+        "weir worker: stopped after {} jobs ({} sizes), {} refused, {} given back",
+        totals.jobs, totals.sizes, totals.rejected, totals.given_back
+    );
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! What the binary's tests share: a `weir broker` child process.
+
+#![allow(dead_code)] // each test binary uses a part
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+pub(crate) const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+/// A `weir broker` child process and the URL it serves.
+pub(crate) struct Broker {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+}
+
+impl Broker {
+    pub(crate) fn start(data: &Path, listen: &str) -> Broker {
+        let mut child = Command::new(WEIR)
+            .args(["broker", "--listen", listen, "--data"])
+            .arg(data)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weir broker");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the broker says where it listens")
+                .unwrap();
+            if let Some(at) = line.find("http://") {
+                let url: String = line[at..].split_whitespace().next().unwrap().to_string();
+                break url;
+            }
+        };
+        // Keep draining stderr so the broker never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Broker { child, url }
+    }
+
+    pub(crate) fn listen_addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
