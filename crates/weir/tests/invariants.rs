@@ -31,7 +31,7 @@ fn the_storage_engine_knows_no_runtime_http_or_json() {
 
 #[test]
 fn only_the_edge_crates_know_http() {
-    for krate in ["log", "queue", "bus"] {
+    for krate in ["log", "queue", "bus", "gol", "worker"] {
         let deps = dependencies(krate);
         for http in HTTP {
             assert!(
