@@ -184,7 +184,8 @@ pub fn expected_end(tam: u64) -> Vec<Cell> {
     cells
 }
 
-/// Bytes the dense engine allocates for a board of side `tam`.
+/// Bytes of the dense engine's two boards of side `tam` (its per-thread
+/// scratch, a few KiB, aside): what `max_dense_bytes` limits.
 pub fn dense_bytes(tam: u64) -> u64 {
     dense::Dense::bytes_for(tam)
 }
