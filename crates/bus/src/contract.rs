@@ -37,10 +37,8 @@ use crate::{
 pub type Guard = Box<dyn std::any::Any + Send>;
 
 /// The header a dead letter carries its reason in: `delivery_limit` or
-/// `rejected`.
-pub const DLQ_REASON_HEADER: &str = "x-weir-dlq-reason";
-/// The header a rejected dead letter carries the rejecting reason in.
-pub const DLQ_DETAIL_HEADER: &str = "x-weir-dlq-detail";
+/// `rejected`; and the one a rejected letter carries the rejecting reason in.
+pub use weir_queue::dead_letter::{DETAIL as DLQ_DETAIL_HEADER, REASON as DLQ_REASON_HEADER};
 
 /// How long anything expected may take to happen.
 pub const PATIENCE: Duration = Duration::from_secs(10);

@@ -12,6 +12,7 @@ use weir_log::{Fsync, Header, Log, LogConfig, Record};
 
 use crate::config::{GroupConfig, SeekTo, StartAt};
 use crate::cursor::{Cursor, DeadLetter, Leased, Rules, Settled};
+use crate::dead_letter;
 use crate::error::{LogContext, QueueError, Result};
 use crate::journal::{self, Event, PartitionState, Replay};
 use crate::message::{Delivery, MessageId};
@@ -253,7 +254,7 @@ impl Group {
                     letter
                         .record
                         .headers
-                        .push(Header::new("x-weir-dlq-detail", detail.clone()));
+                        .push(Header::new(dead_letter::DETAIL, detail.clone()));
                 }
                 dead.push((id.partition, letter));
             }
@@ -405,13 +406,16 @@ impl Group {
     fn dead_record(&self, partition: u32, letter: &DeadLetter, now_ms: i64) -> Record {
         let mut record = letter.record.clone();
         let origin = [
-            ("x-weir-dlq-reason", letter.reason.as_str().to_string()),
-            ("x-weir-origin-topic", self.topic.name.to_string()),
-            ("x-weir-origin-partition", partition.to_string()),
-            ("x-weir-origin-offset", letter.offset.to_string()),
-            ("x-weir-origin-group", self.name.to_string()),
-            ("x-weir-origin-timestamp", record.timestamp.to_string()),
-            ("x-weir-delivery-count", letter.delivery_count.to_string()),
+            (dead_letter::REASON, letter.reason.as_str().to_string()),
+            (dead_letter::ORIGIN_TOPIC, self.topic.name.to_string()),
+            (dead_letter::ORIGIN_PARTITION, partition.to_string()),
+            (dead_letter::ORIGIN_OFFSET, letter.offset.to_string()),
+            (dead_letter::ORIGIN_GROUP, self.name.to_string()),
+            (dead_letter::ORIGIN_TIMESTAMP, record.timestamp.to_string()),
+            (
+                dead_letter::DELIVERY_COUNT,
+                letter.delivery_count.to_string(),
+            ),
         ];
         record.headers.extend(
             origin

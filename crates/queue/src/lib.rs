@@ -43,6 +43,7 @@
 
 mod config;
 mod cursor;
+pub mod dead_letter;
 mod error;
 mod group;
 mod journal;

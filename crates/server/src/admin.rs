@@ -16,7 +16,7 @@ use weir_api::wire::{
 };
 use weir_queue::{
     GroupConfig, Message, MessageId, Queue, QueueError, Record, StartAt, SubscribeOptions,
-    dead_letter_topic,
+    dead_letter, dead_letter_topic,
 };
 
 use crate::error::ApiError;
@@ -152,7 +152,7 @@ pub fn list_dead_letters(
                     partition,
                     offset: r.offset,
                 };
-                messages.push(dead_letter(id, &r.record));
+                messages.push(letter_of(id, &r.record));
             }
             if messages.len() >= limit * 2 {
                 // Enough from this partition; later ones are newer.
@@ -168,7 +168,7 @@ fn finish(mut messages: Vec<(i64, DeadLetter)>, limit: usize) -> Vec<DeadLetter>
     messages.into_iter().take(limit).map(|(_, d)| d).collect()
 }
 
-fn dead_letter(id: MessageId, record: &Record) -> (i64, DeadLetter) {
+fn letter_of(id: MessageId, record: &Record) -> (i64, DeadLetter) {
     let header = |name: &str| {
         record
             .headers
@@ -177,16 +177,18 @@ fn dead_letter(id: MessageId, record: &Record) -> (i64, DeadLetter) {
             .find(|h| h.name == name)
             .map(|h| String::from_utf8_lossy(&h.value).into_owned())
     };
-    let origin_topic = header("x-weir-origin-topic").unwrap_or_default();
-    let origin_id = header("x-weir-origin-partition")
-        .zip(header("x-weir-origin-offset"))
+    let origin_topic = header(dead_letter::ORIGIN_TOPIC).unwrap_or_default();
+    let origin_id = header(dead_letter::ORIGIN_PARTITION)
+        .zip(header(dead_letter::ORIGIN_OFFSET))
         .map(|(p, o)| format!("{p}-{o}"));
-    let delivery_count = header("x-weir-delivery-count")
+    let delivery_count = header(dead_letter::DELIVERY_COUNT)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let mut original = record.clone();
-    original.headers.retain(|h| !is_dead_letter_header(&h.name));
-    if let Some(ts) = header("x-weir-origin-timestamp").and_then(|t| t.parse().ok()) {
+    original
+        .headers
+        .retain(|h| !dead_letter::is_dead_letter_header(&h.name));
+    if let Some(ts) = header(dead_letter::ORIGIN_TIMESTAMP).and_then(|t| t.parse().ok()) {
         original.timestamp = ts;
     }
     // The message as it was: its id in its own topic when known.
@@ -196,23 +198,16 @@ fn dead_letter(id: MessageId, record: &Record) -> (i64, DeadLetter) {
     }
     let letter = DeadLetter {
         id: id.to_string(),
-        reason: header("x-weir-dlq-reason").unwrap_or_default(),
-        detail: header("x-weir-dlq-detail"),
+        reason: header(dead_letter::REASON).unwrap_or_default(),
+        detail: header(dead_letter::DETAIL),
         origin_topic,
         origin_id,
-        consumer_group: header("x-weir-origin-group"),
+        consumer_group: header(dead_letter::ORIGIN_GROUP),
         delivery_count,
         timestamp: wire::format_timestamp(record.timestamp),
         message,
     };
     (record.timestamp, letter)
-}
-
-/// The headers the queue adds when it dead-letters a message.
-fn is_dead_letter_header(name: &str) -> bool {
-    name.starts_with("x-weir-dlq-")
-        || name.starts_with("x-weir-origin-")
-        || name == "x-weir-delivery-count"
 }
 
 /// Publishes a topic's dead letters back to it, oldest first, as new
@@ -269,7 +264,9 @@ pub async fn redrive_dead_letters(
             .into_iter()
             .map(|d| {
                 let mut record = d.record;
-                record.headers.retain(|h| !is_dead_letter_header(&h.name));
+                record
+                    .headers
+                    .retain(|h| !dead_letter::is_dead_letter_header(&h.name));
                 Message {
                     key: record.key,
                     headers: record.headers,

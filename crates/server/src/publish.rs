@@ -168,7 +168,7 @@ fn parse_batch(body: &[u8]) -> Result<Vec<PublishRequest>, ApiError> {
 /// A wire publish request as a queue message; metadata rides in a header.
 pub(crate) fn to_queue_message(req: PublishRequest) -> Result<Message, ApiError> {
     let payload =
-        wire::decode_payload(&req.payload, req.payload_encoding).map_err(ApiError::bad_request)?;
+        wire::decode_payload(req.payload, req.payload_encoding).map_err(ApiError::bad_request)?;
     let mut message = Message::new(payload);
     message.key = req.key.map(Bytes::from);
     for (name, value) in req.headers {

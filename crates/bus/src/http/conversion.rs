@@ -64,7 +64,7 @@ pub(super) fn decode_delivery(data: &str, acker: &Acker) -> Result<Delivery, Str
 /// A wire message as a delivery; its metadata becomes the
 /// [`METADATA_HEADER`] header again.
 fn delivery(message: WireMessage, acker: &Acker) -> Result<Delivery, String> {
-    let payload = wire::decode_payload(&message.payload, message.payload_encoding)?;
+    let payload = wire::decode_payload(message.payload, message.payload_encoding)?;
     let timestamp_ms = wire::parse_timestamp(&message.timestamp)
         .ok_or_else(|| format!("bad timestamp {:?}", message.timestamp))?;
     let mut headers: Vec<(String, String)> = message.headers.into_iter().collect();
@@ -134,7 +134,7 @@ mod tests {
     fn through_broker(item: &PublishRequest) -> WireMessage {
         let item: PublishRequest =
             serde_json::from_str(&serde_json::to_string(item).unwrap()).unwrap();
-        let bytes = wire::decode_payload(&item.payload, item.payload_encoding).unwrap();
+        let bytes = wire::decode_payload(item.payload.clone(), item.payload_encoding).unwrap();
         let mut stored: Vec<(String, String)> = item
             .headers
             .into_iter()
