@@ -166,13 +166,6 @@ impl Dense {
             .saturating_mul(8)
     }
 
-    /// The threads that step the board.
-    pub fn threads(&self) -> usize {
-        self.pool
-            .as_ref()
-            .map_or(1, rayon::ThreadPool::current_num_threads)
-    }
-
     /// One generation: `next` from `cur`, then swap. `parallel`: the bands
     /// on the current rayon pool, else one after the other.
     fn step(&mut self, parallel: bool) {
@@ -210,6 +203,14 @@ impl Dense {
 }
 
 impl Life for Dense {
+    /// The threads that step the board (fewer than asked when the board
+    /// has fewer rows).
+    fn threads(&self) -> usize {
+        self.pool
+            .as_ref()
+            .map_or(1, rayon::ThreadPool::current_num_threads)
+    }
+
     fn side(&self) -> u64 {
         self.tam
     }

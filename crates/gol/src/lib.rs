@@ -39,6 +39,10 @@ pub trait Life {
     fn advance(&mut self, generations: u64);
     /// The live cells, sorted.
     fn live_cells(&self) -> Vec<Cell>;
+    /// Threads the engine really runs on.
+    fn threads(&self) -> usize {
+        1
+    }
 }
 
 /// Which engine runs a size.
@@ -59,16 +63,20 @@ pub const AUTO_DENSE_MAX_POW: u32 = 11;
 pub const MIN_POW: u32 = 3;
 pub const MAX_POW: u32 = 62;
 
-impl Engine {
-    pub fn parse(s: &str) -> Option<Engine> {
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Engine, String> {
         match s {
-            "dense" => Some(Engine::Dense),
-            "sparse" => Some(Engine::Sparse),
-            "auto" => Some(Engine::Auto),
-            _ => None,
+            "dense" => Ok(Engine::Dense),
+            "sparse" => Ok(Engine::Sparse),
+            "auto" => Ok(Engine::Auto),
+            _ => Err(format!("expected dense, sparse or auto, not {s:?}")),
         }
     }
+}
 
+impl Engine {
     /// The engine that runs `pow`.
     pub fn resolve(self, pow: u32) -> Engine {
         match self {
@@ -119,7 +127,7 @@ pub enum GolError {
     #[error("pow {pow} is out of range: it must be {MIN_POW}..={MAX_POW}")]
     PowOutOfRange { pow: u32 },
     #[error(
-        "a dense board of side {tam} needs {needed} bytes, more than the limit of {limit} bytes; use the sparse engine"
+        "a dense board of side {tam} needs {needed} bytes, more than the limit of {limit} bytes; the sparse engine has no such limit"
     )]
     TooLarge { tam: u64, needed: u64, limit: u64 },
 }
@@ -190,15 +198,16 @@ pub fn dense_bytes(tam: u64) -> u64 {
     dense::Dense::bytes_for(tam)
 }
 
-/// Runs one size of the benchmark.
-pub fn run_size(pow: u32, config: &RunConfig) -> Result<SizeResult, GolError> {
+/// Whether `pow` can run under `config`, and on which engine: the pow is
+/// in range and a dense board fits `max_dense_bytes`. Callers that take
+/// many sizes (a job, the CLI) check them all before running any.
+pub fn check(pow: u32, config: &RunConfig) -> Result<Engine, GolError> {
     if !(MIN_POW..=MAX_POW).contains(&pow) {
         return Err(GolError::PowOutOfRange { pow });
     }
-    let tam = side(pow);
     let engine = config.engine.resolve(pow);
-    let threads = config.threads.max(1);
     if engine == Engine::Dense {
+        let tam = side(pow);
         let needed = dense_bytes(tam);
         if needed > config.max_dense_bytes {
             return Err(GolError::TooLarge {
@@ -208,10 +217,17 @@ pub fn run_size(pow: u32, config: &RunConfig) -> Result<SizeResult, GolError> {
             });
         }
     }
+    Ok(engine)
+}
+
+/// Runs one size of the benchmark.
+pub fn run_size(pow: u32, config: &RunConfig) -> Result<SizeResult, GolError> {
+    let engine = check(pow, config)?;
+    let tam = side(pow);
     let generations = generations(tam);
     let t0 = Instant::now();
     let mut board: Box<dyn Life> = match engine {
-        Engine::Dense => Box::new(dense::Dense::new(tam, &glider(), threads)),
+        Engine::Dense => Box::new(dense::Dense::new(tam, &glider(), config.threads)),
         _ => Box::new(sparse::Sparse::new(tam, &glider())),
     };
     let t1 = Instant::now();
@@ -228,7 +244,7 @@ pub fn run_size(pow: u32, config: &RunConfig) -> Result<SizeResult, GolError> {
         tot: (t3 - t0).as_secs_f64(),
         correct,
         engine,
-        threads: if engine == Engine::Dense { threads } else { 1 },
+        threads: board.threads(),
         generations,
     })
 }
@@ -246,8 +262,8 @@ mod tests {
         );
         assert_eq!(Engine::Auto.resolve(AUTO_DENSE_MAX_POW), Engine::Dense);
         assert_eq!(Engine::Auto.resolve(AUTO_DENSE_MAX_POW + 1), Engine::Sparse);
-        assert_eq!(Engine::parse("sparse"), Some(Engine::Sparse));
-        assert_eq!(Engine::parse("fast"), None);
+        assert_eq!("sparse".parse(), Ok(Engine::Sparse));
+        assert!("fast".parse::<Engine>().is_err());
     }
 
     #[test]

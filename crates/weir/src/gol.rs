@@ -3,10 +3,9 @@
 
 use anyhow::Context;
 use weir_bus::Message;
-use weir_gol::{Engine, RunConfig};
 
 use crate::UsageError;
-use crate::options::BusOptions;
+use crate::options::{BusOptions, RunOptions};
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -43,42 +42,6 @@ enum GolCommand {
     },
 }
 
-/// How sizes run: shared by `weir gol` and `weir worker`.
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct RunOptions {
-    /// `dense` (every cell, bit-packed, multi-threaded), `sparse` (cost
-    /// follows the live cells) or `auto` (dense up to 2^11, sparse above).
-    #[arg(long, env = "WEIR_GOL_ENGINE", default_value = "auto", value_parser = parse_engine)]
-    pub(crate) engine: Engine,
-    /// Threads of the dense engine; `OMP_NUM_THREADS` when absent, else
-    /// every core.
-    #[arg(long, env = "WEIR_THREADS")]
-    pub(crate) threads: Option<usize>,
-    /// The most memory a dense board may take, in bytes.
-    #[arg(long, env = "WEIR_MAX_MEMORY", default_value_t = 4 << 30)]
-    pub(crate) max_memory: u64,
-}
-
-impl RunOptions {
-    pub(crate) fn config(&self) -> RunConfig {
-        let threads = self
-            .threads
-            .or_else(|| std::env::var("OMP_NUM_THREADS").ok()?.trim().parse().ok())
-            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-            .unwrap_or(1)
-            .max(1);
-        RunConfig {
-            engine: self.engine,
-            threads,
-            max_dense_bytes: self.max_memory,
-        }
-    }
-}
-
-fn parse_engine(s: &str) -> anyhow::Result<Engine> {
-    Engine::parse(s).ok_or_else(|| anyhow::anyhow!("expected dense, sparse or auto, not {s:?}"))
-}
-
 pub(crate) async fn run(args: GolArgs) -> anyhow::Result<()> {
     if let Some(GolCommand::Submit {
         bus,
@@ -113,17 +76,11 @@ pub(crate) async fn run(args: GolArgs) -> anyhow::Result<()> {
     if powmin > powmax {
         return Err(UsageError(format!("powmin {powmin} is greater than powmax {powmax}")).into());
     }
-    for pow in [powmin, powmax] {
-        if !(weir_gol::MIN_POW..=weir_gol::MAX_POW).contains(&pow) {
-            return Err(UsageError(format!(
-                "pow {pow} is out of range: it must be {}..={}",
-                weir_gol::MIN_POW,
-                weir_gol::MAX_POW
-            ))
-            .into());
-        }
-    }
     let config = args.run.config();
+    // Every size is checked before any runs: no minutes of work, then a refusal.
+    for pow in powmin..=powmax {
+        weir_gol::check(pow, &config).map_err(|e| UsageError(e.to_string()))?;
+    }
     let mut wrong = 0;
     for pow in powmin..=powmax {
         let result = tokio::task::spawn_blocking(move || weir_gol::run_size(pow, &config))

@@ -51,9 +51,10 @@ pub(crate) fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BusOptions {
     /// The bus: `http://host:port` (a `weir broker`) or `embedded:///path`
-    /// (the queue in that directory, in this process).
-    #[arg(long, env = "WEIR_BUS", default_value = "http://127.0.0.1:8080")]
-    pub(crate) bus: String,
+    /// (the queue in that directory, in this process) [default:
+    /// http://127.0.0.1:8080].
+    #[arg(long, env = "WEIR_BUS")]
+    pub(crate) bus: Option<String>,
     /// Bearer token of a broker started with `--auth-token`.
     #[arg(long, env = "WEIR_AUTH_TOKEN", hide_env_values = true)]
     pub(crate) auth_token: Option<String>,
@@ -65,7 +66,14 @@ pub(crate) struct BusOptions {
     pub(crate) partitions: u32,
 }
 
+/// Where a component looks for its bus when told nothing: a local broker.
+const DEFAULT_BUS: &str = "http://127.0.0.1:8080";
+
 impl BusOptions {
+    pub(crate) fn url(&self) -> &str {
+        self.bus.as_deref().unwrap_or(DEFAULT_BUS)
+    }
+
     pub(crate) fn connect_options(&self) -> weir_bus::ConnectOptions {
         weir_bus::ConnectOptions {
             auth_token: self.auth_token.clone(),
@@ -75,8 +83,40 @@ impl BusOptions {
     }
 
     pub(crate) async fn connect(&self) -> anyhow::Result<std::sync::Arc<dyn weir_bus::Bus>> {
-        weir_bus::connect(&self.bus, &self.connect_options())
+        weir_bus::connect(self.url(), &self.connect_options())
             .await
-            .with_context(|| format!("connecting to the bus {}", self.bus))
+            .with_context(|| format!("connecting to the bus {}", self.url()))
+    }
+}
+
+/// How Game of Life sizes run: shared by `weir gol` and `weir worker`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RunOptions {
+    /// `dense` (every cell, bit-packed, multi-threaded), `sparse` (cost
+    /// follows the live cells) or `auto` (dense up to 2^11, sparse above).
+    #[arg(long, env = "WEIR_GOL_ENGINE", default_value = "auto")]
+    pub(crate) engine: weir_gol::Engine,
+    /// Threads of the dense engine; `OMP_NUM_THREADS` when absent, else
+    /// every core.
+    #[arg(long, env = "WEIR_THREADS")]
+    pub(crate) threads: Option<usize>,
+    /// The most memory a dense board may take, in bytes.
+    #[arg(long, env = "WEIR_MAX_MEMORY", default_value_t = weir_gol::RunConfig::default().max_dense_bytes)]
+    pub(crate) max_memory: u64,
+}
+
+impl RunOptions {
+    pub(crate) fn config(&self) -> weir_gol::RunConfig {
+        let threads = self
+            .threads
+            .or_else(|| std::env::var("OMP_NUM_THREADS").ok()?.trim().parse().ok())
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+            .unwrap_or(1)
+            .max(1);
+        weir_gol::RunConfig {
+            engine: self.engine,
+            threads,
+            max_dense_bytes: self.max_memory,
+        }
     }
 }

@@ -231,7 +231,7 @@ async fn dead_letters(
     redrive: bool,
 ) -> anyhow::Result<()> {
     let (listed, redriven): (Option<DeadLettersResponse>, usize) =
-        if let Some(path) = bus.bus.strip_prefix("embedded://") {
+        if let Some(path) = bus.url().strip_prefix("embedded://") {
             let b = weir_bus::embedded::EmbeddedBus::open(path, &bus.connect_options()).await?;
             let out = if redrive {
                 let n = weir_server::redrive_dead_letters(b.queue(), topic, Some(limit)).await?;
@@ -245,7 +245,7 @@ async fn dead_letters(
             b.close().await?;
             out
         } else {
-            let client = weir_api::Client::new(&bus.bus, bus.auth_token.clone())?;
+            let client = weir_api::Client::new(bus.url(), bus.auth_token.clone())?;
             if redrive {
                 let request = wire::RedriveRequest {
                     topic: topic.to_string(),

@@ -5,24 +5,18 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use weir_worker::{Limits, WorkerConfig};
 
-use crate::gol::RunOptions;
-use crate::options::parse_duration;
+use crate::options::{BusOptions, RunOptions, parse_duration};
 use crate::signal::stop_on_signal;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct WorkerArgs {
-    /// The bus: `http://host:port` or `embedded:///path`; with neither this
-    /// nor `WEIR_BUS`, `kafka://$KAFKA_BROKER` when that is set, else
-    /// `http://127.0.0.1:8080`.
-    #[arg(long, env = "WEIR_BUS")]
-    bus: Option<String>,
-    /// Bearer token of a broker started with `--auth-token`.
-    #[arg(long, env = "WEIR_AUTH_TOKEN", hide_env_values = true)]
-    auth_token: Option<String>,
+    /// With neither `--bus` nor `WEIR_BUS`, `kafka://$KAFKA_BROKER` when that
+    /// is set (the Kafka transport is not built yet: such a URL is refused).
+    #[command(flatten)]
+    bus: BusOptions,
     /// Jobs topic (also `TOPIC_IN`).
     #[arg(long, env = "WEIR_TOPIC_IN")]
     topic_in: Option<String>,
@@ -38,14 +32,14 @@ pub(crate) struct WorkerArgs {
     #[command(flatten)]
     run: RunOptions,
     /// Smallest pow a job may ask for.
-    #[arg(long, default_value_t = weir_gol::MIN_POW)]
+    #[arg(long, default_value_t = Limits::default().min_pow)]
     min_pow: u32,
     /// Largest pow a job may ask for.
     #[arg(long, default_value_t = Limits::default().max_pow)]
     max_pow: u32,
-    /// A job not finished within this goes to another worker.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
-    visibility_timeout: Duration,
+    /// A job not finished within this goes to another worker [default: 10m].
+    #[arg(long, value_parser = parse_duration)]
+    visibility_timeout: Option<Duration>,
 }
 
 /// The first of: the flag or `WEIR_*` value, the legacy variable, the default.
@@ -55,16 +49,13 @@ fn pick(given: Option<String>, legacy: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    let url = args
-        .bus
-        .or_else(|| {
-            std::env::var("KAFKA_BROKER")
-                .ok()
-                .filter(|b| !b.is_empty())
-                .map(|b| format!("kafka://{b}"))
-        })
-        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
+pub(crate) async fn run(mut args: WorkerArgs) -> anyhow::Result<()> {
+    if args.bus.bus.is_none() {
+        args.bus.bus = std::env::var("KAFKA_BROKER")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .map(|b| format!("kafka://{b}"));
+    }
     let defaults = WorkerConfig::new("");
     let worker_id = args.worker_id.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname")
@@ -82,15 +73,12 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             min_pow: args.min_pow,
             max_pow: args.max_pow,
         },
-        visibility_timeout: args.visibility_timeout,
+        visibility_timeout: args
+            .visibility_timeout
+            .unwrap_or(defaults.visibility_timeout),
     };
-    let options = weir_bus::ConnectOptions {
-        auth_token: args.auth_token,
-        ..weir_bus::ConnectOptions::default()
-    };
-    let bus = weir_bus::connect(&url, &options)
-        .await
-        .with_context(|| format!("connecting to the bus {url}"))?;
+    let bus = args.bus.connect().await?;
+    let url = args.bus.url();
     eprintln!(
         "weir worker {}: jobs from {} (group {}) on {url}, results to {}, engine {}, {} thread(s)",
         config.worker_id,

@@ -9,7 +9,7 @@ use weir_bus::{ConnectOptions, Message, SubscribeOptions};
 
 mod support;
 
-use support::{Broker, WEIR};
+use support::{Broker, WEIR, terminate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_broker_restarts_without_losing_or_repeating_acked_work() {
@@ -115,19 +115,7 @@ async fn sigterm_stops_the_broker_cleanly_with_a_subscriber_connected() {
         sub.receive(1, Duration::from_secs(5)).await.unwrap().len(),
         1
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &broker.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = broker.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "the broker did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = terminate(&mut broker.child);
     assert!(exit.success(), "{exit:?}");
     drop(sub);
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{Broker, WEIR};
+use support::{Broker, Reaped, WEIR, terminate};
 
 fn weir(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(WEIR);
@@ -71,6 +71,10 @@ fn bad_arguments_are_one_line_and_exit_2() {
     for (args, needle) in [
         (&["gol", "5", "3"][..], "greater than powmax"),
         (&["gol", "1", "3"][..], "out of range"),
+        (
+            &["gol", "3", "20", "--engine", "dense", "--max-memory", "1000000"][..],
+            "the sparse engine has no such limit",
+        ),
         (&["gol", "3"][..], "POWMAX"),
         (
             &["gol", "3", "4", "--engine", "fast"][..],
@@ -91,17 +95,19 @@ fn bad_arguments_are_one_line_and_exit_2() {
 fn a_worker_process_takes_submitted_jobs_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), "127.0.0.1:0");
-    let mut worker = Command::new(WEIR)
-        .arg("worker")
-        .env("KAFKA_BROKER", "ignored-when-WEIR_BUS-is-set:9092")
-        .env("WEIR_BUS", &broker.url)
-        .env("TOPIC_IN", "jobs-in")
-        .env("TOPIC_OUT", "jobs-out")
-        .env("GROUP_ID", "replicas")
-        .env("OMP_NUM_THREADS", "2")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = Reaped(
+        Command::new(WEIR)
+            .arg("worker")
+            .env("KAFKA_BROKER", "ignored-when-WEIR_BUS-is-set:9092")
+            .env("WEIR_BUS", &broker.url)
+            .env("TOPIC_IN", "jobs-in")
+            .env("TOPIC_OUT", "jobs-out")
+            .env("GROUP_ID", "replicas")
+            .env("OMP_NUM_THREADS", "2")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let bus = [("WEIR_BUS", broker.url.as_str())];
     let out = weir(&["gol", "submit", "3", "5", "--topic", "jobs-in"], &bus);
     assert!(out.status.success(), "{out:?}");
@@ -141,18 +147,22 @@ fn a_worker_process_takes_submitted_jobs_and_stops_on_sigterm() {
         "{out:?}"
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &worker.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = worker.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "the worker did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = terminate(&mut worker.0);
     assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn kafka_broker_alone_names_the_kafka_transport_which_is_not_built_yet() {
+    let out = Command::new(WEIR)
+        .arg("worker")
+        .env_remove("WEIR_BUS")
+        .env("KAFKA_BROKER", "kafka-0:9092")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("unsupported bus URL \"kafka://kafka-0:9092\""),
+        "{err}"
+    );
 }

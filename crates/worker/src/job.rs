@@ -1,7 +1,7 @@
 //! A Game of Life job: parsing and checking, before any work starts.
 
-use serde::{Deserialize, Serialize};
-use weir_gol::{Engine, RunConfig};
+use serde::Deserialize;
+use weir_gol::{GolError, RunConfig};
 
 /// What users send: `{"powmin": 3, "powmax": 10}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -27,7 +27,7 @@ impl Default for Limits {
 }
 
 /// Why a job is refused; the text goes with it to the dead-letter topic.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
     #[error("job is not JSON: {0}")]
     NotJson(String),
@@ -37,8 +37,10 @@ pub enum JobError {
     Reversed { powmin: u32, powmax: u32 },
     #[error("pow {pow} is outside this worker's range {min}..={max}")]
     OutOfRange { pow: u32, min: u32, max: u32 },
-    #[error("{0}")]
-    TooLarge(String),
+    /// A size the engines cannot run here (a dense board over the memory
+    /// limit).
+    #[error(transparent)]
+    Gol(#[from] GolError),
 }
 
 impl JobError {
@@ -49,13 +51,14 @@ impl JobError {
             JobError::Shape(_) => "bad_shape",
             JobError::Reversed { .. } => "powmin_greater_than_powmax",
             JobError::OutOfRange { .. } => "pow_out_of_range",
-            JobError::TooLarge(_) => "board_too_large",
+            JobError::Gol(GolError::TooLarge { .. }) => "board_too_large",
+            JobError::Gol(GolError::PowOutOfRange { .. }) => "pow_out_of_range",
         }
     }
 }
 
 /// Parses a job and checks that every size can run under `limits` and
-/// `run` (a dense board must fit `run.max_dense_bytes`).
+/// `run` (`weir_gol::check`: a dense board must fit `run.max_dense_bytes`).
 pub fn parse(payload: &[u8], limits: &Limits, run: &RunConfig) -> Result<Job, JobError> {
     let value: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| JobError::NotJson(e.to_string()))?;
@@ -79,16 +82,7 @@ pub fn parse(payload: &[u8], limits: &Limits, run: &RunConfig) -> Result<Job, Jo
         }
     }
     for pow in job.powmin..=job.powmax {
-        if run.engine.resolve(pow) == Engine::Dense {
-            let tam = weir_gol::side(pow);
-            let needed = weir_gol::dense_bytes(tam);
-            if needed > run.max_dense_bytes {
-                return Err(JobError::TooLarge(format!(
-                    "a dense board of side {tam} (pow {pow}) needs {needed} bytes, over this worker's --max-memory of {} bytes",
-                    run.max_dense_bytes
-                )));
-            }
-        }
+        weir_gol::check(pow, run)?;
     }
     Ok(job)
 }
@@ -99,7 +93,7 @@ mod tests {
 
     fn check(payload: &str, want: Result<(u32, u32), &str>) {
         let run = RunConfig {
-            engine: Engine::Dense,
+            engine: weir_gol::Engine::Dense,
             max_dense_bytes: 1 << 30,
             ..RunConfig::default()
         };

@@ -185,7 +185,7 @@ pub async fn run(
     }
     drop(sub);
     tracing::info!(worker = %config.worker_id, jobs = totals.jobs, sizes = totals.sizes,
-        rejected = totals.rejected, "worker stopped");
+        rejected = totals.rejected, given_back = totals.given_back, "worker stopped");
     Ok(totals)
 }
 
@@ -209,7 +209,7 @@ async fn handle(
                 worker: config.worker_id.clone(),
                 job: String::from_utf8_lossy(&delivery.payload).into_owned(),
             };
-            publish(bus, config, &job_id, &record).await;
+            publish(bus, config, &job_id, &record, shutdown).await;
             if let Err(e) = delivery.reject(&e.to_string()).await {
                 tracing::warn!(job = %job_id, error = %e, "could not dead-letter the job; it will come again");
             }
@@ -217,20 +217,14 @@ async fn handle(
             return;
         }
     };
-    let span = tracing::info_span!("job", id = %job_id, powmin = job.powmin, powmax = job.powmax);
-    let _guard = span.enter();
     for pow in job.powmin..=job.powmax {
         if shutdown.is_cancelled() {
-            tracing::info!(job = %job_id, pow, "shutting down: giving the job back");
-            if let Err(e) = delivery.nack(Duration::ZERO).await {
-                tracing::warn!(job = %job_id, error = %e, "could not give the job back; it returns after its lease");
-            }
-            totals.given_back += 1;
+            give_back(delivery, Duration::ZERO, "shutting down", totals).await;
             return;
         }
         let run = config.run;
-        let result = tokio::task::spawn_blocking(move || weir_gol::run_size(pow, &run)).await;
-        let result = match result {
+        let result = match tokio::task::spawn_blocking(move || weir_gol::run_size(pow, &run)).await
+        {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 // parse() checked every size; reaching here is a bug, not a bad job.
@@ -240,18 +234,22 @@ async fn handle(
                 return;
             }
             Err(e) => {
-                tracing::error!(job = %job_id, pow, error = %e, "size panicked; giving the job back");
-                let _ = delivery.nack(Duration::from_secs(1)).await;
-                totals.given_back += 1;
+                tracing::error!(job = %job_id, pow, error = %e, "size panicked");
+                give_back(delivery, Duration::from_secs(1), "a size panicked", totals).await;
                 return;
             }
         };
         tracing::info!(job = %job_id, tam = result.tam, comp = result.comp,
             engine = %result.engine, correct = result.correct, "size done");
         let record = ResultRecord::new(&result, &job_id, &config.worker_id);
-        if !publish(bus, config, &job_id, &record).await {
-            let _ = delivery.nack(Duration::from_secs(1)).await;
-            totals.given_back += 1;
+        if !publish(bus, config, &job_id, &record, shutdown).await {
+            give_back(
+                delivery,
+                Duration::from_secs(1),
+                "a result was not published",
+                totals,
+            )
+            .await;
             return;
         }
         totals.sizes += 1;
@@ -264,13 +262,25 @@ async fn handle(
     }
 }
 
+/// Nacks the job in hand, so another worker (or this one) runs it again;
+/// its sizes already published will be published again.
+async fn give_back(delivery: &Delivery, delay: Duration, why: &str, totals: &mut Totals) {
+    tracing::info!(job = %delivery.id, why, "giving the job back");
+    if let Err(e) = delivery.nack(delay).await {
+        tracing::warn!(job = %delivery.id, error = %e, "could not give the job back; it returns after its lease");
+    }
+    totals.given_back += 1;
+}
+
 /// Publishes a record to the output topic, keyed by job id, retrying
-/// transient failures until it is durable; false when the bus refused it.
+/// transient failures until it is durable; false when the bus refused it
+/// or shutdown came first.
 async fn publish(
     bus: &dyn Bus,
     config: &WorkerConfig,
     job_id: &str,
     record: &impl Serialize,
+    shutdown: &CancellationToken,
 ) -> bool {
     let payload = serde_json::to_vec(record).expect("records serialize");
     let mut backoff = Duration::from_millis(100);
@@ -280,7 +290,10 @@ async fn publish(
             Ok(_) => return true,
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, ?backoff, "cannot publish a result; retrying");
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return false,
+                    () = tokio::time::sleep(backoff) => {}
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => {

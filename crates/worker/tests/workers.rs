@@ -179,3 +179,59 @@ async fn two_workers_share_jobs_over_a_broker() {
     server.await.unwrap().unwrap();
     queue.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_mid_job_gives_the_job_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(QueueConfig::new(dir.path())).await.unwrap();
+    let bus: Arc<dyn Bus> = Arc::new(weir_bus::embedded::EmbeddedBus::new(queue.clone()));
+    let job = "{\"powmin\": 10, \"powmax\": 13}";
+    bus.publish("jogo-da-vida", Message::new(job))
+        .await
+        .unwrap();
+    let mut config = WorkerConfig::new("w1");
+    config.run = weir_gol::RunConfig {
+        engine: weir_gol::Engine::Dense,
+        threads: 1,
+        ..weir_gol::RunConfig::default()
+    };
+    config.limits.max_pow = 13;
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(weir_worker::run(Arc::clone(&bus), config, shutdown.clone()));
+
+    // Stop it while the job is in hand (its first size takes a while).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = queue.stats().unwrap();
+        if stats
+            .groups
+            .iter()
+            .any(|g| g.topic == "jogo-da-vida" && g.in_flight == 1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never took the job");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    let totals = worker.await.unwrap().unwrap();
+    assert_eq!(totals.jobs, 0, "{totals:?}");
+    assert_eq!(totals.given_back, 1, "{totals:?}");
+    assert!((1..4).contains(&totals.sizes), "{totals:?}");
+
+    // The job is there for the next worker, as its second delivery.
+    let mut sub = bus
+        .subscribe(
+            "jogo-da-vida",
+            "jogo-da-vida-group",
+            SubscribeOptions::new("w2"),
+        )
+        .await
+        .unwrap();
+    let again = sub.receive(1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].payload, job.as_bytes());
+    assert_eq!(again[0].delivery_count, 2);
+    drop(sub);
+    queue.close().await.unwrap();
+}

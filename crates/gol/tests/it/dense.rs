@@ -8,13 +8,14 @@ use proptest::prelude::*;
 use weir_gol::dense::Dense;
 use weir_gol::{Cell, Engine, Life, RunConfig, expected_end, run_size};
 
+use crate::patterns::{R_PENTOMINO, at, pulsar, slow};
 use crate::reference::Reference;
 use crate::soup::soup;
 
 /// Steps `cells` on a board of side `tam` with the reference and with the
 /// dense engine on each of `threads`, one generation at a time, and checks
-/// every generation. Returns the last generation's cells.
-fn check(tam: u64, cells: &[Cell], generations: u64, threads: &[usize]) -> Vec<Cell> {
+/// every generation.
+fn check(tam: u64, cells: &[Cell], generations: u64, threads: &[usize]) {
     let mut reference = Reference::new(tam, cells);
     let mut boards: Vec<Dense> = threads.iter().map(|&t| Dense::new(tam, cells, t)).collect();
     for board in &boards {
@@ -37,14 +38,6 @@ fn check(tam: u64, cells: &[Cell], generations: u64, threads: &[usize]) -> Vec<C
             );
         }
     }
-    reference.live_cells()
-}
-
-/// `cells` shifted by `(dr, dc)`.
-fn shifted(cells: &[Cell], dr: u64, dc: u64) -> Vec<Cell> {
-    let mut out: Vec<Cell> = cells.iter().map(|&(r, c)| (r + dr, c + dc)).collect();
-    out.sort_unstable();
-    out
 }
 
 fn sorted(mut cells: Vec<Cell>) -> Vec<Cell> {
@@ -122,7 +115,7 @@ fn glider_moves_one_cell_diagonally_every_four_generations() {
         for k in 1..=40 {
             board.advance(4);
             // Crosses the word boundary at column 64.
-            assert_eq!(board.live_cells(), shifted(&glider, k, k), "step {k}");
+            assert_eq!(board.live_cells(), at(&glider, (k, k)), "step {k}");
         }
     }
     // And against the reference all the way across a board that is not a
@@ -132,32 +125,11 @@ fn glider_moves_one_cell_diagonally_every_four_generations() {
 
 #[test]
 fn pulsar_has_period_three() {
-    // One quadrant of the pulsar, mirrored; 13×13 with its top-left at (2, 2).
-    let quadrant = [
-        (0, 2),
-        (0, 3),
-        (0, 4),
-        (2, 0),
-        (3, 0),
-        (4, 0),
-        (5, 2),
-        (5, 3),
-        (5, 4),
-        (2, 5),
-        (3, 5),
-        (4, 5),
-    ];
-    let mut pulsar = Vec::new();
-    for &(r, c) in &quadrant {
-        for (mr, mc) in [(r, c), (12 - r, c), (r, 12 - c), (12 - r, 12 - c)] {
-            pulsar.push((mr + 2, mc + 2));
-        }
-    }
-    let pulsar = sorted(pulsar);
+    let pulsar = at(&pulsar(), (2, 2));
     assert_eq!(pulsar.len(), 48);
     // Also straddling the word boundary at column 64.
     for (tam, dc) in [(17u64, 0u64), (128, 56)] {
-        let start = shifted(&pulsar, 0, dc);
+        let start = at(&pulsar, (0, dc));
         let mut board = Dense::new(tam, &start, 1);
         board.advance(1);
         assert_ne!(board.live_cells(), start);
@@ -171,8 +143,7 @@ fn pulsar_has_period_three() {
 
 #[test]
 fn r_pentomino_population_matches_the_reference() {
-    let r_pentomino = [(0, 1), (0, 2), (1, 0), (1, 1), (2, 1)];
-    let start = shifted(&r_pentomino, 127, 127);
+    let start = at(R_PENTOMINO, (127, 127));
     let mut reference = Reference::new(256, &start);
     (0..100).for_each(|_| reference.step());
     let expected = reference.live_cells();
@@ -264,14 +235,9 @@ proptest! {
     }
 }
 
-/// Whether the slow cases run: release builds, or `WEIR_GOL_SLOW=1`.
-fn slow_enabled() -> bool {
-    !cfg!(debug_assertions) || std::env::var("WEIR_GOL_SLOW").is_ok_and(|v| v == "1")
-}
-
 #[test]
 fn the_benchmark_is_correct_at_every_size() {
-    let last_pow = if slow_enabled() { 12 } else { 10 };
+    let last_pow = if slow() { 12 } else { 10 };
     for pow in 3..=last_pow {
         for threads in [1, 2] {
             let config = RunConfig {

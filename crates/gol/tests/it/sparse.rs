@@ -11,32 +11,9 @@ use proptest::prelude::*;
 use weir_gol::sparse::Sparse;
 use weir_gol::{Cell, Engine, Life, RunConfig, expected_end, generations, glider, run_size};
 
+use crate::patterns::{BEEHIVE, BLINKER, BLOCK, LWSS, R_PENTOMINO, at, mirrored, pulsar, slow};
 use crate::reference::Reference;
 use crate::soup::{Rng, soup};
-
-/// Whether the slow cases run.
-fn slow() -> bool {
-    !cfg!(debug_assertions) || std::env::var_os("WEIR_GOL_SLOW").is_some_and(|v| v == "1")
-}
-
-/// `pattern` moved by `(dr, dc)`.
-fn at(pattern: &[Cell], (dr, dc): Cell) -> Vec<Cell> {
-    pattern.iter().map(|&(r, c)| (r + dr, c + dc)).collect()
-}
-
-/// `pattern` mirrored within its `size`×`size` box: vertically, then
-/// horizontally, as asked.
-fn mirrored(pattern: &[Cell], size: u64, rows: bool, cols: bool) -> Vec<Cell> {
-    pattern
-        .iter()
-        .map(|&(r, c)| {
-            (
-                if rows { size - 1 - r } else { r },
-                if cols { size - 1 - c } else { c },
-            )
-        })
-        .collect()
-}
 
 /// Steps `cells` on a board of side `tam` with the reference and the sparse
 /// engine, one generation at a time, and checks every generation.
@@ -59,7 +36,7 @@ fn check_each(tam: u64, cells: &[Cell], generations: u64, what: &str) {
 
 /// Advances the sparse engine by each of `splits` in turn, the reference
 /// by as many single steps, and checks after each call.
-fn check_splits(tam: u64, cells: &[Cell], splits: &[u64], what: &str) -> Vec<Cell> {
+fn check_splits(tam: u64, cells: &[Cell], splits: &[u64], what: &str) {
     let mut reference = Reference::new(tam, cells);
     let mut board = Sparse::new(tam, cells);
     let mut done = 0;
@@ -76,51 +53,6 @@ fn check_splits(tam: u64, cells: &[Cell], splits: &[u64], what: &str) -> Vec<Cel
         );
         assert_eq!(board.population(), board.live_cells().len() as u64);
     }
-    board.live_cells()
-}
-
-const BLINKER: &[Cell] = &[(0, 0), (0, 1), (0, 2)];
-const BLOCK: &[Cell] = &[(0, 0), (0, 1), (1, 0), (1, 1)];
-const BEEHIVE: &[Cell] = &[(0, 1), (0, 2), (1, 0), (1, 3), (2, 1), (2, 2)];
-const R_PENTOMINO: &[Cell] = &[(0, 1), (0, 2), (1, 0), (1, 1), (2, 1)];
-/// Moving east (+columns), period 4, within a 4×5 box.
-const LWSS: &[Cell] = &[
-    (0, 1),
-    (0, 4),
-    (1, 0),
-    (2, 0),
-    (2, 4),
-    (3, 0),
-    (3, 1),
-    (3, 2),
-    (3, 3),
-];
-
-fn pulsar() -> Vec<Cell> {
-    // One quadrant, mirrored into a 13×13 box.
-    let quarter = [
-        (0, 2),
-        (0, 3),
-        (0, 4),
-        (2, 0),
-        (3, 0),
-        (4, 0),
-        (2, 5),
-        (3, 5),
-        (4, 5),
-        (5, 2),
-        (5, 3),
-        (5, 4),
-    ];
-    let mut cells = Vec::new();
-    for rows in [false, true] {
-        for cols in [false, true] {
-            cells.extend(mirrored(&quarter, 13, rows, cols));
-        }
-    }
-    cells.sort_unstable();
-    cells.dedup();
-    cells
 }
 
 #[test]

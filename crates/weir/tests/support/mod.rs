@@ -4,7 +4,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 pub(crate) const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
@@ -47,5 +48,36 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A child process killed when dropped, so a failing test leaves none
+/// behind.
+pub(crate) struct Reaped(pub(crate) Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends SIGTERM and waits (at most 20 s) for the process to exit.
+pub(crate) fn terminate(child: &mut Child) -> ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {}", child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(exit) = child.try_wait().expect("wait for the child") {
+            return exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the process did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
