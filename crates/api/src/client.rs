@@ -6,8 +6,8 @@
 //! `Authorization: Bearer` on every request.
 //!
 //! Errors are classified at this edge ([`ClientError::is_retryable`]):
-//! refused, reset and timed-out connections, and 502/503/504 answers, may
-//! work later; anything else will not.
+//! refused, reset and timed-out connections, and 429/502/503/504 answers,
+//! may work later; anything else will not.
 //!
 //! Timeouts: connecting gives up after [`CONNECT_TIMEOUT`]; an ordinary
 //! request after [`REQUEST_TIMEOUT`]; a long-poll receive after its wait plus
@@ -533,6 +533,12 @@ mod tests {
                 true,
             ),
             (504, "", ("gateway_timeout", ""), true),
+            (
+                429,
+                r#"{"error":"too_many_requests","detail":"slow down"}"#,
+                ("too_many_requests", "slow down"),
+                true,
+            ),
             (
                 401,
                 r#"{"error":"unauthorized"}"#,

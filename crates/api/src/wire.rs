@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde_json::value::{RawValue, to_raw_value};
 use utoipa::ToSchema;
 
 /// The header under which a message's `metadata` is stored.
@@ -35,6 +35,14 @@ impl Encoding {
     pub fn is_json(&self) -> bool {
         *self == Encoding::Json
     }
+
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Text => "text",
+            Encoding::Base64 => "base64",
+        }
+    }
 }
 
 /// Writes message bytes as a JSON payload: verbatim when they are one JSON
@@ -48,18 +56,15 @@ pub fn encode_payload(bytes: &[u8]) -> (Box<RawValue>, Encoding) {
     {
         return (raw.to_owned(), Encoding::Json);
     }
-    let (text, encoding) = match std::str::from_utf8(bytes) {
-        Ok(text) => (text.to_string(), Encoding::Text),
+    // `to_raw_value` writes the JSON string once and keeps it, unparsed.
+    let (raw, encoding) = match std::str::from_utf8(bytes) {
+        Ok(text) => (to_raw_value(text), Encoding::Text),
         Err(_) => (
-            base64::engine::general_purpose::STANDARD.encode(bytes),
+            to_raw_value(&base64::engine::general_purpose::STANDARD.encode(bytes)),
             Encoding::Base64,
         ),
     };
-    let json = serde_json::to_string(&text).expect("a string serializes");
-    (
-        RawValue::from_string(json).expect("a serialized string is JSON"),
-        encoding,
-    )
+    (raw.expect("a string serializes"), encoding)
 }
 
 /// The message bytes a JSON payload stands for. Takes the payload by value:
@@ -86,14 +91,45 @@ pub fn decode_payload(payload: Box<RawValue>, encoding: Encoding) -> Result<Byte
     }
 }
 
-impl Encoding {
-    fn name(self) -> &'static str {
-        match self {
-            Encoding::Json => "json",
-            Encoding::Text => "text",
-            Encoding::Base64 => "base64",
+/// A message's headers as the wire carries them: a map, and the metadata
+/// apart. Of repeated names the first value wins; the first
+/// [`METADATA_HEADER`] becomes the metadata when it holds one JSON value,
+/// and otherwise stays a plain header. [`join_metadata`] undoes it.
+pub fn split_metadata(
+    headers: impl IntoIterator<Item = (String, String)>,
+) -> (BTreeMap<String, String>, Option<Box<RawValue>>) {
+    let mut map = BTreeMap::new();
+    let mut metadata = None;
+    for (name, value) in headers {
+        if name != METADATA_HEADER {
+            map.entry(name).or_insert(value);
+        } else if metadata.is_none() && !map.contains_key(METADATA_HEADER) {
+            // As for payloads: a raw CR would end an SSE `data:` line, so
+            // metadata holding one travels as a plain (escaped) header.
+            match serde_json::from_str::<&RawValue>(&value) {
+                Ok(json) if !value.contains('\r') => metadata = Some(json.to_owned()),
+                _ => {
+                    map.insert(name, value);
+                }
+            }
         }
     }
+    (map, metadata)
+}
+
+/// A wire message's headers and metadata as one list, the metadata under
+/// [`METADATA_HEADER`] (replacing a header of that name), in name order.
+pub fn join_metadata(
+    mut headers: BTreeMap<String, String>,
+    metadata: Option<Box<RawValue>>,
+) -> Vec<(String, String)> {
+    if let Some(metadata) = metadata {
+        headers.insert(
+            METADATA_HEADER.to_string(),
+            String::from(Box::<str>::from(metadata)),
+        );
+    }
+    headers.into_iter().collect()
 }
 
 /// Milliseconds since the epoch as RFC 3339 (UTC, millisecond precision).
@@ -392,6 +428,78 @@ mod tests {
             decode_payload(raw, Encoding::Base64)
                 .unwrap_err()
                 .contains("base64")
+        );
+    }
+
+    #[test]
+    fn metadata_is_the_first_weir_metadata_header_that_holds_json() {
+        #[track_caller]
+        fn check(headers: &[(&str, &str)], want: &[(&str, &str)], metadata: Option<&str>) {
+            let owned = headers.iter().map(|&(n, v)| (n.to_string(), v.to_string()));
+            let (map, got) = split_metadata(owned);
+            let got_map: Vec<(&str, &str)> =
+                map.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            assert_eq!(got_map, want, "{headers:?}");
+            assert_eq!(got.as_deref().map(RawValue::get), metadata, "{headers:?}");
+            // Joining gives back the first value of every name, sorted.
+            let mut first: Vec<(&str, &str)> = Vec::new();
+            for &(n, v) in headers {
+                if !first.iter().any(|&(seen, _)| seen == n) {
+                    first.push((n, v));
+                }
+            }
+            first.sort();
+            let joined = join_metadata(map, got);
+            let joined: Vec<(&str, &str)> = joined
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(joined, first, "{headers:?}");
+        }
+        check(&[], &[], None);
+        check(&[("a", "1"), ("b", "2")], &[("a", "1"), ("b", "2")], None);
+        check(
+            &[("dup", "first"), ("dup", "second")],
+            &[("dup", "first")],
+            None,
+        );
+        check(
+            &[("h", "v"), (METADATA_HEADER, r#"{"src": "x"}"#)],
+            &[("h", "v")],
+            Some(r#"{"src": "x"}"#),
+        );
+        check(
+            &[(METADATA_HEADER, "42"), (METADATA_HEADER, "[1]")],
+            &[],
+            Some("42"),
+        );
+        check(
+            &[(METADATA_HEADER, "not json"), (METADATA_HEADER, "[1]")],
+            &[(METADATA_HEADER, "not json")],
+            None,
+        );
+        check(&[(METADATA_HEADER, "")], &[(METADATA_HEADER, "")], None);
+        // JSON with a raw CR stays a header: SSE would split it.
+        check(
+            &[(METADATA_HEADER, "{\"a\":\r1}")],
+            &[(METADATA_HEADER, "{\"a\":\r1}")],
+            None,
+        );
+    }
+
+    #[test]
+    fn joined_metadata_replaces_a_header_of_its_name() {
+        let headers = BTreeMap::from([
+            (METADATA_HEADER.to_string(), "old".to_string()),
+            ("z".to_string(), "last".to_string()),
+        ]);
+        let metadata = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
+        assert_eq!(
+            join_metadata(headers, Some(metadata)),
+            [
+                (METADATA_HEADER.to_string(), r#"{"a":1}"#.to_string()),
+                ("z".to_string(), "last".to_string()),
+            ]
         );
     }
 

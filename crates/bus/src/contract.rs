@@ -23,9 +23,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use weir_queue::now_ms;
 
 use crate::{
     Bus, BusError, Delivery, GroupStats, Message, SeekTarget, SettleStatus, Start, Stats,
@@ -81,6 +82,7 @@ macro_rules! contract_suite {
             stats_show_topics_and_groups,
             max_in_flight_caps_unsettled_deliveries,
             settling_unknown_ids_is_an_outcome_and_malformed_ids_an_error,
+            settings_of_zero_are_refused,
             a_closed_bus_refuses_calls,
         );
     };
@@ -657,6 +659,34 @@ pub async fn settling_unknown_ids_is_an_outcome_and_malformed_ids_an_error(bus: 
 }
 
 /// After `close`, the handle answers `Closed`; closing twice is fine.
+/// A subscription with a zero visibility timeout, `max_deliveries` or
+/// `max_in_flight` is refused as invalid.
+pub async fn settings_of_zero_are_refused(bus: Arc<dyn Bus>) {
+    let topic = unique("zero");
+    let cases = [
+        SubscribeOptions {
+            visibility_timeout: Some(Duration::ZERO),
+            ..options("c")
+        },
+        SubscribeOptions {
+            max_deliveries: Some(0),
+            ..options("c")
+        },
+        SubscribeOptions {
+            max_in_flight: 0,
+            ..options("c")
+        },
+    ];
+    for zero in cases {
+        let what = format!("{zero:?}");
+        match bus.subscribe(&topic, "g", zero).await {
+            Err(BusError::Invalid(_)) => {}
+            Err(e) => panic!("subscribing with {what}: {e:?}, not Invalid"),
+            Ok(_) => panic!("subscribing with {what} was accepted"),
+        }
+    }
+}
+
 pub async fn a_closed_bus_refuses_calls(bus: Arc<dyn Bus>) {
     let topic = unique("closed");
     bus.publish(&topic, Message::new("m"))
@@ -681,12 +711,6 @@ fn unique(case: &str) -> String {
 
 fn options(consumer: &str) -> SubscribeOptions {
     SubscribeOptions::new(consumer)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn text(d: &Delivery) -> String {

@@ -3,15 +3,16 @@
 //!
 //! [`EmbeddedBus`] is a thin translation layer: bus messages, options,
 //! ids and settle outcomes become the queue's, and the queue's stats become
-//! the wire's [`StatsResponse`] ([`wire_stats`], which the HTTP server uses
-//! too). The only state it adds is per subscription: the ids a member has
-//! received and not yet settled, so that it never holds more than
-//! `max_in_flight` of them (the queue itself caps only the group's window).
+//! the wire's [`StatsResponse`] (by [`crate::queue_wire`], which the HTTP
+//! broker uses too). The only state it adds is per subscription: the ids a
+//! member has received and not yet settled, so that it never holds more
+//! than `max_in_flight` of them (the queue itself caps only the group's
+//! window).
 //!
 //! Who closes the queue: a bus made by [`EmbeddedBus::open`] owns its queue,
 //! and [`Bus::close`] stops the queue's background task and syncs every log.
-//! A bus made by [`EmbeddedBus::new`] shares a queue someone else opened
-//! (`weir up`), and its `close` leaves the queue running: closing belongs to
+//! A bus made by [`EmbeddedBus::new`] shares a queue its caller already
+//! opened, and its `close` leaves the queue running: closing belongs to
 //! whoever opened it. Either way the closed handle (and every clone of it,
 //! its subscriptions and their ackers) answers [`BusError::Closed`] from
 //! then on.
@@ -23,13 +24,12 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use weir_api::wire::{GroupStats, SeekTarget, SettleStatus, StatsResponse, TopicStats};
-use weir_queue::{
-    GroupConfig, MessageId, Queue, QueueConfig, QueueError, SeekTo, Settled, StartAt,
-};
+use weir_api::wire::{SeekTarget, SettleStatus, StatsResponse};
+use weir_queue::{GroupOverrides, MessageId, Queue, QueueConfig, QueueError};
 
 use crate::message::{Acker, Delivery, Message, Receipt, Settle, Settler};
-use crate::{Bus, BusError, ConnectOptions, Result, Start, SubscribeOptions, Subscription};
+use crate::queue_wire::{seek_to, settle_status, start_at, wire_stats};
+use crate::{Bus, BusError, ConnectOptions, Result, SubscribeOptions, Subscription};
 
 /// The bus over an embedded queue. Cheap to clone: clones share the queue
 /// and whether the bus is closed.
@@ -63,11 +63,6 @@ impl EmbeddedBus {
         }
         let mut config = QueueConfig::new(path);
         if let Some(partitions) = options.partitions {
-            if partitions == 0 {
-                return Err(BusError::Invalid(
-                    "a topic needs at least one partition".into(),
-                ));
-            }
             config.default_partitions = partitions;
         }
         if let Some(fsync) = options.fsync {
@@ -112,25 +107,16 @@ impl Bus for EmbeddedBus {
         options: SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
         self.check_open()?;
-        if options.max_in_flight == 0 {
-            return Err(BusError::Invalid("max_in_flight must be at least 1".into()));
-        }
-        // Settings left out keep the group's current ones.
-        let defaults = self
-            .queue
-            .group_config(topic, group)
-            .unwrap_or(self.queue.config().group);
-        let group_config = GroupConfig {
-            visibility_timeout: options
-                .visibility_timeout
-                .unwrap_or(defaults.visibility_timeout),
-            max_deliveries: options.max_deliveries.unwrap_or(defaults.max_deliveries),
-            start: match options.start {
-                Start::Earliest => StartAt::Earliest,
-                Start::Latest => StartAt::Latest,
+        options.check()?;
+        let group_config = self.queue.group_settings(
+            topic,
+            group,
+            GroupOverrides {
+                visibility_timeout: options.visibility_timeout,
+                max_deliveries: options.max_deliveries,
+                start: start_at(options.start),
             },
-            ..defaults
-        };
+        )?;
         let consumer = self.queue.subscribe(
             topic,
             group,
@@ -158,13 +144,7 @@ impl Bus for EmbeddedBus {
 
     async fn seek(&self, topic: &str, group: &str, to: SeekTarget) -> Result<()> {
         self.check_open()?;
-        let to = match to {
-            SeekTarget::Earliest => SeekTo::Earliest,
-            SeekTarget::Latest => SeekTo::Latest,
-            SeekTarget::TimestampMs(ms) => SeekTo::Timestamp(ms),
-            SeekTarget::Offset { partition, offset } => SeekTo::Offset { partition, offset },
-        };
-        Ok(self.queue.seek(topic, group, to)?)
+        Ok(self.queue.seek(topic, group, seek_to(to))?)
     }
 
     async fn stats(&self) -> Result<StatsResponse> {
@@ -310,16 +290,6 @@ impl Settler for EmbeddedSettler {
     }
 }
 
-/// The bus status of a queue settle outcome (the HTTP broker answers with it too).
-pub fn settle_status(settled: Settled) -> SettleStatus {
-    match settled {
-        Settled::Done => SettleStatus::Done,
-        Settled::AlreadyDone => SettleStatus::AlreadyDone,
-        Settled::NotDelivered => SettleStatus::NotDelivered,
-        Settled::NotLeased => SettleStatus::NotLeased,
-    }
-}
-
 fn queue_message(m: Message) -> weir_queue::Message {
     weir_queue::Message {
         key: m.key,
@@ -351,62 +321,6 @@ fn bus_delivery(d: weir_queue::Delivery, acker: &Acker) -> Delivery {
     }
 }
 
-/// The queue's stats as the wire writes them. A topic's `queue_depth` is
-/// the depth of its slowest group (every retained message when it has no
-/// group); rates are 0: the queue keeps totals, not rates.
-pub fn wire_stats(stats: &weir_queue::Stats) -> StatsResponse {
-    let messages: HashMap<&str, u64> = stats
-        .topics
-        .iter()
-        .map(|t| (t.topic.as_str(), t.messages))
-        .collect();
-    let topics = stats
-        .topics
-        .iter()
-        .map(|t| TopicStats {
-            topic: t.topic.clone(),
-            partitions: t.partitions,
-            queue_depth: stats
-                .groups
-                .iter()
-                .filter(|g| g.topic == t.topic)
-                .map(|g| g.depth)
-                .max()
-                .unwrap_or(t.messages),
-            messages: t.messages,
-            bytes: t.bytes,
-            dead_letter_count: messages
-                .get(weir_queue::dead_letter_topic(&t.topic).as_str())
-                .copied()
-                .unwrap_or(0),
-            published_total: t.published_total,
-            publish_rate: 0.0,
-        })
-        .collect();
-    let consumer_groups = stats
-        .groups
-        .iter()
-        .map(|g| GroupStats {
-            consumer_group: g.group.clone(),
-            topic: g.topic.clone(),
-            consumer_count: g.consumers as u64,
-            pending_messages: g.depth,
-            in_flight: g.in_flight,
-            delivered_total: g.delivered_total,
-            acked_total: g.acked_total,
-            redelivered_total: g.redelivered_total,
-            dead_lettered_total: g.dead_lettered_total,
-            oldest_unacked_age_ms: g.oldest_unacked_age_ms,
-            delivery_rate: 0.0,
-            ack_rate: 0.0,
-        })
-        .collect();
-    StatsResponse {
-        topics,
-        consumer_groups,
-    }
-}
-
 /// The queue's errors by what a caller can do about them; the message is
 /// the queue's own.
 impl From<QueueError> for BusError {
@@ -418,6 +332,7 @@ impl From<QueueError> for BusError {
             | QueueError::BatchTooLarge { .. }
             | QueueError::EmptyBatch
             | QueueError::BadMessageId(_)
+            | QueueError::InvalidSetting { .. }
             | QueueError::PartitionMismatch { .. }
             | QueueError::NoSuchPartition { .. } => BusError::Invalid(message),
             QueueError::UnknownTopic(_) | QueueError::UnknownGroup { .. } => {
@@ -437,106 +352,6 @@ mod tests {
     use weir_log::LogError;
 
     use super::*;
-
-    fn topic(name: &str, messages: u64) -> weir_queue::TopicStats {
-        weir_queue::TopicStats {
-            topic: name.to_string(),
-            partitions: 4,
-            messages,
-            bytes: messages * 100,
-            published_total: messages + 1,
-            end_offsets: vec![messages, 0, 0, 0],
-        }
-    }
-
-    fn group(name: &str, topic: &str, depth: u64) -> weir_queue::GroupStats {
-        weir_queue::GroupStats {
-            group: name.to_string(),
-            topic: topic.to_string(),
-            consumers: 2,
-            depth,
-            in_flight: 1,
-            delivered_total: 7,
-            acked_total: 5,
-            redelivered_total: 2,
-            dead_lettered_total: 1,
-            oldest_unacked_age_ms: Some(1_500),
-            committed: vec![0; 4],
-        }
-    }
-
-    #[test]
-    fn stats_take_the_slowest_group_and_the_dead_letter_topic() {
-        let stats = weir_queue::Stats {
-            topics: vec![
-                topic("idle", 3),
-                topic("jobs", 10),
-                topic("jobs.dlq", 2),
-                topic("lonely.dlq", 4),
-            ],
-            groups: vec![
-                group("fast", "jobs", 1),
-                group("slow", "jobs", 8),
-                group("reader", "jobs.dlq", 0),
-            ],
-        };
-        let wire = wire_stats(&stats);
-        // (topic, partitions, queue_depth, messages, dead_letter_count)
-        let got: Vec<(&str, u32, u64, u64, u64)> = wire
-            .topics
-            .iter()
-            .map(|t| {
-                let name = t.topic.as_str();
-                (
-                    name,
-                    t.partitions,
-                    t.queue_depth,
-                    t.messages,
-                    t.dead_letter_count,
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("idle", 4, 3, 3, 0),
-                ("jobs", 4, 8, 10, 2),
-                ("jobs.dlq", 4, 0, 2, 0),
-                ("lonely.dlq", 4, 4, 4, 0),
-            ]
-        );
-        let jobs = &wire.topics[1];
-        assert_eq!((jobs.bytes, jobs.published_total), (1_000, 11));
-        assert_eq!(jobs.publish_rate, 0.0);
-
-        let slow = &wire.consumer_groups[1];
-        assert_eq!(
-            *slow,
-            GroupStats {
-                consumer_group: "slow".into(),
-                topic: "jobs".into(),
-                consumer_count: 2,
-                pending_messages: 8,
-                in_flight: 1,
-                delivered_total: 7,
-                acked_total: 5,
-                redelivered_total: 2,
-                dead_lettered_total: 1,
-                oldest_unacked_age_ms: Some(1_500),
-                delivery_rate: 0.0,
-                ack_rate: 0.0,
-            }
-        );
-        assert_eq!(wire.consumer_groups.len(), 3);
-    }
-
-    #[test]
-    fn empty_stats_stay_empty() {
-        assert_eq!(
-            wire_stats(&weir_queue::Stats::default()),
-            StatsResponse::default()
-        );
-    }
 
     fn io(kind: std::io::ErrorKind) -> QueueError {
         QueueError::Log {
@@ -564,6 +379,13 @@ mod tests {
             (QueueError::MessageTooLarge { size: 2, limit: 1 }, invalid),
             (QueueError::BatchTooLarge { size: 2, limit: 1 }, invalid),
             (QueueError::EmptyBatch, invalid),
+            (
+                QueueError::InvalidSetting {
+                    setting: "max_deliveries",
+                    rule: "at least 1",
+                },
+                invalid,
+            ),
             ("x".parse::<MessageId>().unwrap_err(), invalid),
             (
                 QueueError::PartitionMismatch {
@@ -633,19 +455,6 @@ mod tests {
             .map(|h| (h.name.as_str(), &h.value[..]))
             .collect();
         assert_eq!(headers, [("trace", &b"t1"[..]), ("trace", &b"t2"[..])]);
-    }
-
-    #[test]
-    fn settle_outcomes_keep_their_meaning() {
-        let cases = [
-            (Settled::Done, SettleStatus::Done),
-            (Settled::AlreadyDone, SettleStatus::AlreadyDone),
-            (Settled::NotDelivered, SettleStatus::NotDelivered),
-            (Settled::NotLeased, SettleStatus::NotLeased),
-        ];
-        for (settled, status) in cases {
-            assert_eq!(settle_status(settled), status);
-        }
     }
 
     #[tokio::test]

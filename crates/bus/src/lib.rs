@@ -8,6 +8,8 @@
 //! - [`Subscription`]: one member of a consumer group; `receive` yields
 //!   [`Delivery`]s, each settled by `ack`, `nack(delay)` or `reject(reason)`,
 //!   one at a time or in batches through an [`Acker`].
+//! - [`queue_wire`]: the conversions between the queue's types and the
+//!   wire's, shared by the embedded backend and the broker.
 //!
 //! The contract, which `contract` (feature `contract`) checks against every
 //! backend: a publish returns once the message is durable by the backend's
@@ -24,6 +26,7 @@ mod message;
 
 pub mod embedded;
 pub mod http;
+pub mod queue_wire;
 
 #[cfg(feature = "contract")]
 pub mod contract;
@@ -34,6 +37,8 @@ use std::time::Duration;
 
 pub use error::{BusError, Result};
 pub use message::{Acker, Delivery, Message, Receipt, Settle, Settler};
+/// Where a new group starts reading: `Earliest` or `Latest`.
+pub use weir_api::Start;
 pub use weir_api::wire::{
     GroupStats, SeekTarget, SettleStatus, StatsResponse as Stats, TopicStats,
 };
@@ -65,13 +70,16 @@ impl SubscribeOptions {
             max_in_flight: 100,
         }
     }
-}
 
-/// Where a new group starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    Earliest,
-    Latest,
+    /// What every backend refuses before asking its transport: a
+    /// `max_in_flight` of 0. (Zero timeouts and delivery limits are refused
+    /// by the queue itself, `weir_queue::Queue::group_settings`.)
+    pub fn check(&self) -> Result<()> {
+        if self.max_in_flight == 0 {
+            return Err(BusError::Invalid("max_in_flight must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// A transport. Cheap to share as `Arc<dyn Bus>`.

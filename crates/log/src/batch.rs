@@ -87,14 +87,19 @@ impl Record {
 
     /// Bytes this record takes inside a batch.
     pub fn encoded_len(&self) -> usize {
+        Record::encoded_len_of(self.key.as_ref(), &self.headers, &self.payload)
+    }
+
+    /// Bytes a record of these parts would take inside a batch, for callers
+    /// that check sizes before they build records.
+    pub fn encoded_len_of(key: Option<&Bytes>, headers: &[Header], payload: &[u8]) -> usize {
         RECORD_FIXED_LEN
-            + self.key.as_ref().map_or(0, Bytes::len)
-            + self
-                .headers
+            + key.map_or(0, Bytes::len)
+            + headers
                 .iter()
                 .map(|h| 2 + h.name.len() + 4 + h.value.len())
                 .sum::<usize>()
-            + self.payload.len()
+            + payload.len()
     }
 }
 

@@ -65,6 +65,16 @@ impl Default for GroupConfig {
     }
 }
 
+/// What one subscriber asks of its group's settings; what it leaves out
+/// stays as the group has it (see [`crate::Queue::group_settings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupOverrides {
+    pub visibility_timeout: Option<Duration>,
+    pub max_deliveries: Option<u32>,
+    /// Where the group starts if it has no history yet.
+    pub start: StartAt,
+}
+
 /// Where a new group starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {

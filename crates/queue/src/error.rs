@@ -34,6 +34,12 @@ pub enum QueueError {
         existing: u32,
         requested: u32,
     },
+    /// A setting that cannot work, like a topic of zero partitions.
+    #[error("{setting} must be {rule}")]
+    InvalidSetting {
+        setting: &'static str,
+        rule: &'static str,
+    },
     #[error("malformed message id {0:?}: expected PARTITION-OFFSET, like 0-42")]
     BadMessageId(String),
     #[error("data directory {} is in use by another Weir process", dir.display())]

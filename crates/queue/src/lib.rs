@@ -53,7 +53,7 @@ mod queue;
 mod stats;
 mod topic;
 
-pub use config::{GroupConfig, QueueConfig, SeekTo, StartAt};
+pub use config::{GroupConfig, GroupOverrides, QueueConfig, SeekTo, StartAt};
 pub use cursor::{DeadReason, Settled};
 pub use error::{QueueError, Result};
 pub use message::{Delivery, Message, MessageId, Published};

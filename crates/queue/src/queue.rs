@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use weir_log::{Fsync, Log, Record};
 
-use crate::config::{GroupConfig, QueueConfig, SeekTo};
+use crate::config::{GroupConfig, GroupOverrides, QueueConfig, SeekTo};
 use crate::cursor::Settled;
 use crate::error::{LogContext, QueueError, Result};
 use crate::group::{Group, Settle};
@@ -46,9 +46,15 @@ pub struct SubscribeOptions {
 impl Queue {
     /// Opens (or creates) the queue in `config.data_dir`, recovering every
     /// topic and group found there. Refuses a directory another process has
-    /// open. Must be called inside a tokio runtime: it starts the task that
+    /// open, and `default_partitions` of 0. Must be called inside a tokio runtime: it starts the task that
     /// syncs (`fsync = every`) and applies retention.
     pub async fn open(config: QueueConfig) -> Result<Queue> {
+        if config.default_partitions == 0 {
+            return Err(QueueError::InvalidSetting {
+                setting: "default_partitions",
+                rule: "at least 1",
+            });
+        }
         let config2 = config.clone();
         let shared = tokio::task::spawn_blocking(move || Shared::open(config2))
             .await
@@ -91,10 +97,17 @@ impl Queue {
         &self.shared.config
     }
 
-    /// Creates a topic with `partitions`, or checks that it has them.
+    /// Creates a topic with `partitions` (at least 1), or checks that it
+    /// has them.
     pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
-        let t = self.shared.topic(topic, partitions.max(1))?;
-        if t.partition_count() != partitions.max(1) {
+        if partitions == 0 {
+            return Err(QueueError::InvalidSetting {
+                setting: "partitions",
+                rule: "at least 1",
+            });
+        }
+        let t = self.shared.topic(topic, partitions)?;
+        if t.partition_count() != partitions {
             return Err(QueueError::PartitionMismatch {
                 topic: topic.to_string(),
                 existing: t.partition_count(),
@@ -211,6 +224,43 @@ impl Queue {
             .existing_group(topic, group)
             .ok()
             .map(|g| g.config())
+    }
+
+    /// The settings a subscriber joins `group` on `topic` with: `overrides`
+    /// over the group's current settings (the queue's defaults for a group
+    /// not open), so that a subscriber cannot reset another's visibility
+    /// timeout by leaving it out. Refuses a zero visibility timeout or
+    /// `max_deliveries` ([`QueueError::InvalidSetting`]).
+    pub fn group_settings(
+        &self,
+        topic: &str,
+        group: &str,
+        overrides: GroupOverrides,
+    ) -> Result<GroupConfig> {
+        let current = self
+            .group_config(topic, group)
+            .unwrap_or(self.shared.config.group);
+        let config = GroupConfig {
+            visibility_timeout: overrides
+                .visibility_timeout
+                .unwrap_or(current.visibility_timeout),
+            max_deliveries: overrides.max_deliveries.unwrap_or(current.max_deliveries),
+            start: overrides.start,
+            ..current
+        };
+        if config.visibility_timeout.is_zero() {
+            return Err(QueueError::InvalidSetting {
+                setting: "visibility_timeout",
+                rule: "longer than zero",
+            });
+        }
+        if config.max_deliveries == 0 {
+            return Err(QueueError::InvalidSetting {
+                setting: "max_deliveries",
+                rule: "at least 1",
+            });
+        }
+        Ok(config)
     }
 
     /// Acks messages of a group; one outcome per id.

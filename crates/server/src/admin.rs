@@ -14,6 +14,7 @@ use weir_api::wire::{
     self, DeadLetter, DeadLettersResponse, ErrorBody, HealthResponse, RedriveRequest,
     RedriveResponse, StatsResponse,
 };
+use weir_bus::queue_wire::{to_wire, wire_stats};
 use weir_queue::{
     GroupConfig, Message, MessageId, Queue, QueueError, Record, StartAt, SubscribeOptions,
     dead_letter, dead_letter_topic,
@@ -21,7 +22,6 @@ use weir_queue::{
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::publish::to_wire;
 use crate::state::AppState;
 
 /// The consumer group redrive reads dead-letter topics with.
@@ -33,7 +33,7 @@ pub(crate) const REDRIVE_GROUP: &str = "weir-redrive";
     responses((status = 200, description = "Every topic and group", body = StatsResponse)))]
 pub(crate) async fn stats(State(st): State<AppState>) -> Result<Json<StatsResponse>, ApiError> {
     let stats = st.queue.stats()?;
-    let mut out = weir_bus::embedded::wire_stats(&stats);
+    let mut out = wire_stats(&stats);
     st.rates.fill(Instant::now(), &mut out);
     Ok(Json(out))
 }

@@ -16,12 +16,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use utoipa::IntoParams;
 use weir_api::wire::{Connected, ErrorBody, ReceiveResponse, WireMessage};
-use weir_queue::{Consumer, Delivery, GroupConfig, StartAt, SubscribeOptions};
+use weir_bus::queue_wire::to_wire;
+use weir_queue::{Consumer, Delivery, GroupConfig, GroupOverrides, StartAt, SubscribeOptions};
 
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::lease::Holder;
-use crate::publish::to_wire;
 use crate::state::AppState;
 
 /// Messages asked of the queue at once for one SSE stream.
@@ -55,12 +55,6 @@ pub(crate) struct ConsumeQuery {
 
 impl ConsumeQuery {
     fn join(&self, st: &AppState) -> Result<(Consumer, GroupConfig), ApiError> {
-        // Settings left out keep the group's current ones: one client
-        // cannot reset another's visibility timeout by omission.
-        let defaults = st
-            .queue
-            .group_config(&self.topic, &self.consumer_group)
-            .unwrap_or(st.queue.config().group);
         let start = match self.start.as_deref() {
             None | Some("earliest") => StartAt::Earliest,
             Some("latest") => StartAt::Latest,
@@ -70,22 +64,17 @@ impl ConsumeQuery {
                 )));
             }
         };
-        if self.max_deliveries == Some(0) {
-            return Err(ApiError::bad_request("max_deliveries must be at least 1"));
-        }
-        if self.visibility_timeout_ms == Some(0) {
-            return Err(ApiError::bad_request(
-                "visibility_timeout_ms must be at least 1",
-            ));
-        }
-        let group = GroupConfig {
-            visibility_timeout: self
-                .visibility_timeout_ms
-                .map_or(defaults.visibility_timeout, Duration::from_millis),
-            max_deliveries: self.max_deliveries.unwrap_or(defaults.max_deliveries),
-            start,
-            ..defaults
-        };
+        // Settings left out keep the group's current ones: one client
+        // cannot reset another's visibility timeout by omission.
+        let group = st.queue.group_settings(
+            &self.topic,
+            &self.consumer_group,
+            GroupOverrides {
+                visibility_timeout: self.visibility_timeout_ms.map(Duration::from_millis),
+                max_deliveries: self.max_deliveries,
+                start,
+            },
+        )?;
         let consumer_id = self.consumer_id.clone().unwrap_or_else(|| {
             static NEXT: AtomicU64 = AtomicU64::new(1);
             format!("consumer-{}", NEXT.fetch_add(1, Ordering::Relaxed))

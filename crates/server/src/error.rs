@@ -74,6 +74,7 @@ impl From<QueueError> for ApiError {
         let status = match &e {
             QueueError::InvalidName { .. }
             | QueueError::EmptyBatch
+            | QueueError::InvalidSetting { .. }
             | QueueError::BadMessageId(_)
             | QueueError::NoSuchPartition { .. } => StatusCode::BAD_REQUEST,
             QueueError::MessageTooLarge { .. } | QueueError::BatchTooLarge { .. } => {
@@ -111,6 +112,13 @@ mod tests {
             api
         };
         check(QueueError::EmptyBatch, StatusCode::BAD_REQUEST);
+        check(
+            QueueError::InvalidSetting {
+                setting: "max_deliveries",
+                rule: "at least 1",
+            },
+            StatusCode::BAD_REQUEST,
+        );
         check(
             QueueError::MessageTooLarge { size: 9, limit: 1 },
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,19 +1,15 @@
-//! `POST /api/v1/queue/publish` and `/publish/batch`, and the conversions
-//! between wire messages and queue records.
+//! `POST /api/v1/queue/publish` and `/publish/batch`. A request becomes a
+//! queue message by `weir_bus::queue_wire::to_queue_message`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::State;
-use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use utoipa::IntoParams;
-use weir_api::wire::{
-    self, ErrorBody, METADATA_HEADER, PublishBatchResponse, PublishRequest, PublishResponse,
-    WireMessage,
-};
-use weir_queue::{Message, MessageId, Published, QueueError, Record};
+use weir_api::wire::{self, ErrorBody, PublishBatchResponse, PublishRequest, PublishResponse};
+use weir_bus::queue_wire::to_queue_message;
+use weir_queue::{Message, Published, QueueError, Record};
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, RawBody};
@@ -29,13 +25,13 @@ use crate::state::AppState;
     ))]
 pub(crate) async fn publish(
     State(st): State<AppState>,
-    ApiJson(req): ApiJson<PublishRequest>,
+    ApiJson(mut req): ApiJson<PublishRequest>,
 ) -> Result<Json<PublishResponse>, ApiError> {
     let topic = req
         .topic
-        .clone()
+        .take()
         .ok_or_else(|| ApiError::bad_request("missing field `topic`"))?;
-    let message = to_queue_message(req)?;
+    let message = to_queue_message(req).map_err(ApiError::bad_request)?;
     let published = st.queue.publish(&topic, message).await?;
     Ok(Json(receipt(&topic, &published, &mut Stamps::default())))
 }
@@ -82,10 +78,8 @@ pub(crate) async fn publish_batch(
                 )));
             }
         };
-        let message = to_queue_message(item).map_err(|e| ApiError {
-            detail: format!("item {i}: {}", e.detail),
-            ..e
-        })?;
+        let message =
+            to_queue_message(item).map_err(|e| ApiError::bad_request(format!("item {i}: {e}")))?;
         match group_of.get(&topic) {
             Some(&g) => {
                 groups[g].1.push(i);
@@ -105,13 +99,7 @@ pub(crate) async fn publish_batch(
         for (_, _, messages) in &groups {
             let mut total = 0;
             for m in messages {
-                let size = Record {
-                    timestamp: 0,
-                    key: m.key.clone(),
-                    headers: m.headers.clone(),
-                    payload: m.payload.clone(),
-                }
-                .encoded_len();
+                let size = Record::encoded_len_of(m.key.as_ref(), &m.headers, &m.payload);
                 if size > config.max_message_bytes {
                     return Err(QueueError::MessageTooLarge {
                         size,
@@ -165,61 +153,6 @@ fn parse_batch(body: &[u8]) -> Result<Vec<PublishRequest>, ApiError> {
     Ok(items)
 }
 
-/// A wire publish request as a queue message; metadata rides in a header.
-pub(crate) fn to_queue_message(req: PublishRequest) -> Result<Message, ApiError> {
-    let payload =
-        wire::decode_payload(req.payload, req.payload_encoding).map_err(ApiError::bad_request)?;
-    let mut message = Message::new(payload);
-    message.key = req.key.map(Bytes::from);
-    for (name, value) in req.headers {
-        if name != METADATA_HEADER {
-            message = message.with_header(name, value);
-        }
-    }
-    if let Some(metadata) = req.metadata {
-        message = message.with_header(METADATA_HEADER, metadata.get().to_string());
-    }
-    Ok(message)
-}
-
-/// A queue record as the wire message a consumer receives.
-pub(crate) fn to_wire(
-    topic: &str,
-    id: MessageId,
-    record: &Record,
-    delivery_count: u32,
-) -> WireMessage {
-    let (payload, payload_encoding) = wire::encode_payload(&record.payload);
-    let mut headers = BTreeMap::new();
-    let mut metadata = None;
-    for h in &record.headers {
-        if h.name == METADATA_HEADER {
-            metadata = std::str::from_utf8(&h.value)
-                .ok()
-                .and_then(|s| RawValue::from_string(s.to_string()).ok());
-        } else {
-            headers.insert(
-                h.name.clone(),
-                String::from_utf8_lossy(&h.value).into_owned(),
-            );
-        }
-    }
-    WireMessage {
-        id: id.to_string(),
-        topic: topic.to_string(),
-        key: record
-            .key
-            .as_ref()
-            .map(|k| String::from_utf8_lossy(k).into_owned()),
-        payload,
-        payload_encoding,
-        headers,
-        metadata,
-        timestamp: wire::format_timestamp(record.timestamp),
-        delivery_count,
-    }
-}
-
 /// Formats timestamps, remembering the last one: a batch shares its time.
 #[derive(Debug, Default)]
 struct Stamps {
@@ -261,35 +194,5 @@ mod tests {
         let err = parse_batch(b"{\"payload\":1}\n{nope}\n").unwrap_err();
         assert!(err.detail.starts_with("NDJSON line 2:"), "{}", err.detail);
         assert!(parse_batch(b"").unwrap().is_empty());
-    }
-
-    #[test]
-    fn metadata_rides_in_a_header_and_comes_back() {
-        let req: PublishRequest = serde_json::from_str(
-            r#"{"topic":"t","payload":{"gpu":0},"key":"k","headers":{"h":"v"},"metadata":{"source":"dcgm"}}"#,
-        )
-        .unwrap();
-        let m = to_queue_message(req).unwrap();
-        let record = Record {
-            timestamp: 1_700_000_000_000,
-            key: m.key,
-            headers: m.headers,
-            payload: m.payload,
-        };
-        let w = to_wire(
-            "t",
-            MessageId {
-                partition: 1,
-                offset: 7,
-            },
-            &record,
-            2,
-        );
-        assert_eq!(w.id, "1-7");
-        assert_eq!(w.payload.get(), r#"{"gpu":0}"#);
-        assert_eq!(w.metadata.unwrap().get(), r#"{"source":"dcgm"}"#);
-        assert_eq!(w.headers.len(), 1);
-        assert_eq!(w.key.as_deref(), Some("k"));
-        assert_eq!(w.delivery_count, 2);
     }
 }

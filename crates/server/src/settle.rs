@@ -7,24 +7,17 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use weir_api::SettleKind;
 use weir_api::wire::{
-    ErrorBody, HealthResponse, SeekRequest, SeekTarget, SettleRequest, SettleResponse,
-    SettleResult, SettleStatus,
+    ErrorBody, HealthResponse, SeekRequest, SettleRequest, SettleResponse, SettleResult,
+    SettleStatus,
 };
-use weir_bus::embedded::settle_status;
-use weir_queue::{MessageId, SeekTo, Settled};
+use weir_bus::queue_wire::{seek_to, settle_status};
+use weir_queue::{MessageId, Settled};
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
-
-/// What a settle request asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum How {
-    Ack,
-    Nack,
-    Reject,
-}
 
 /// Acks messages: they are done and never delivered again. Send
 /// `message_id` for one (404 if the group never received it) or
@@ -40,7 +33,7 @@ pub(crate) async fn ack(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<SettleRequest>,
 ) -> Result<Response, ApiError> {
-    settle(&st, req, How::Ack).await
+    settle(&st, req, SettleKind::Ack).await
 }
 
 /// Gives messages back to be delivered again, after `delay_ms` (default 0).
@@ -56,7 +49,7 @@ pub(crate) async fn nack(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<SettleRequest>,
 ) -> Result<Response, ApiError> {
-    settle(&st, req, How::Nack).await
+    settle(&st, req, SettleKind::Nack).await
 }
 
 /// Sends messages straight to `<topic>.dlq` with `reason`.
@@ -71,10 +64,10 @@ pub(crate) async fn reject(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<SettleRequest>,
 ) -> Result<Response, ApiError> {
-    settle(&st, req, How::Reject).await
+    settle(&st, req, SettleKind::Reject).await
 }
 
-async fn settle(st: &AppState, req: SettleRequest, how: How) -> Result<Response, ApiError> {
+async fn settle(st: &AppState, req: SettleRequest, how: SettleKind) -> Result<Response, ApiError> {
     let single = req.message_ids.is_empty();
     let texts: Vec<&String> = req.message_id.iter().chain(&req.message_ids).collect();
     if texts.is_empty() {
@@ -88,18 +81,18 @@ async fn settle(st: &AppState, req: SettleRequest, how: How) -> Result<Response,
         .collect::<Result<Vec<_>, _>>()?;
     let (topic, group) = (req.topic.as_str(), req.consumer_group.as_str());
     let outcomes = match how {
-        How::Ack => st.queue.ack(topic, group, &ids).await?,
-        How::Nack => {
+        SettleKind::Ack => st.queue.ack(topic, group, &ids).await?,
+        SettleKind::Nack => {
             let delay = Duration::from_millis(req.delay_ms.unwrap_or(0));
             st.queue.nack(topic, group, &ids, delay).await?
         }
-        How::Reject => {
+        SettleKind::Reject => {
             let reason = req.reason.as_deref().unwrap_or("rejected by a consumer");
             st.queue.reject(topic, group, &ids, reason).await?
         }
     };
     st.leases.release(topic, group, &ids);
-    if how == How::Nack {
+    if how == SettleKind::Nack {
         let n = outcomes.iter().filter(|o| **o == Settled::Done).count();
         st.metrics.count_nacks(topic, group, n as u64);
     }
@@ -143,13 +136,8 @@ pub(crate) async fn seek(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<SeekRequest>,
 ) -> Result<Json<HealthResponse>, ApiError> {
-    let to = match req.to {
-        SeekTarget::Earliest => SeekTo::Earliest,
-        SeekTarget::Latest => SeekTo::Latest,
-        SeekTarget::TimestampMs(ms) => SeekTo::Timestamp(ms),
-        SeekTarget::Offset { partition, offset } => SeekTo::Offset { partition, offset },
-    };
-    st.queue.seek(&req.topic, &req.consumer_group, to)?;
+    st.queue
+        .seek(&req.topic, &req.consumer_group, seek_to(req.to))?;
     Ok(Json(HealthResponse {
         status: "ok".into(),
     }))

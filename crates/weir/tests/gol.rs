@@ -72,7 +72,15 @@ fn bad_arguments_are_one_line_and_exit_2() {
         (&["gol", "5", "3"][..], "greater than powmax"),
         (&["gol", "1", "3"][..], "out of range"),
         (
-            &["gol", "3", "20", "--engine", "dense", "--max-memory", "1000000"][..],
+            &[
+                "gol",
+                "3",
+                "20",
+                "--engine",
+                "dense",
+                "--max-memory",
+                "1000000",
+            ][..],
             "the sparse engine has no such limit",
         ),
         (&["gol", "3"][..], "POWMAX"),

@@ -159,9 +159,16 @@ pub async fn run(
     let mut totals = Totals::default();
     let mut backoff = Duration::from_millis(100);
     loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        // Receive first: a job leased in the same instant as shutdown must
+        // reach `handle`, which gives it back, rather than be dropped and
+        // wait out its lease.
         let received = tokio::select! {
-            () = shutdown.cancelled() => break,
+            biased;
             r = sub.receive(1, Duration::from_secs(1)) => r,
+            () = shutdown.cancelled() => break,
         };
         let deliveries = match received {
             Ok(d) => {

@@ -2,34 +2,19 @@
 //! publish request, a publish answer as a receipt, a `message` event as a
 //! delivery, and a client error as the bus error a caller can act on.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
-use serde_json::value::RawValue;
 use weir_api::ClientError;
-use weir_api::wire::{self, METADATA_HEADER, PublishRequest, PublishResponse, WireMessage};
+use weir_api::wire::{self, PublishRequest, PublishResponse, WireMessage};
 
 use crate::message::{Acker, Delivery, Message, Receipt};
 use crate::{BusError, Result};
 
-/// A bus message as a batch item (its topic comes from the request).
-pub(super) fn publish_request(message: Message) -> Result<PublishRequest> {
+/// A bus message as a batch item (its topic comes from the request); its
+/// headers split by [`wire::split_metadata`].
+pub(super) fn publish_request(message: Message) -> PublishRequest {
     let (payload, payload_encoding) = wire::encode_payload(&message.payload);
-    let mut headers = BTreeMap::new();
-    let mut metadata = None;
-    for (name, value) in message.headers {
-        if name != METADATA_HEADER {
-            headers.entry(name).or_insert(value);
-        } else if metadata.is_none() {
-            let json = RawValue::from_string(value).map_err(|e| {
-                BusError::Invalid(format!(
-                    "header {METADATA_HEADER} must hold JSON to travel over http://: {e}"
-                ))
-            })?;
-            metadata = Some(json);
-        }
-    }
-    Ok(PublishRequest {
+    let (headers, metadata) = wire::split_metadata(message.headers);
+    PublishRequest {
         topic: None,
         payload,
         payload_encoding,
@@ -38,7 +23,7 @@ pub(super) fn publish_request(message: Message) -> Result<PublishRequest> {
             .map(|k| String::from_utf8_lossy(&k).into_owned()),
         headers,
         metadata,
-    })
+    }
 }
 
 pub(super) fn receipt(answer: PublishResponse) -> Result<Receipt> {
@@ -62,17 +47,12 @@ pub(super) fn decode_delivery(data: &str, acker: &Acker) -> Result<Delivery, Str
 }
 
 /// A wire message as a delivery; its metadata becomes the
-/// [`METADATA_HEADER`] header again.
+/// [`wire::METADATA_HEADER`] header again ([`wire::join_metadata`]).
 fn delivery(message: WireMessage, acker: &Acker) -> Result<Delivery, String> {
     let payload = wire::decode_payload(message.payload, message.payload_encoding)?;
     let timestamp_ms = wire::parse_timestamp(&message.timestamp)
         .ok_or_else(|| format!("bad timestamp {:?}", message.timestamp))?;
-    let mut headers: Vec<(String, String)> = message.headers.into_iter().collect();
-    if let Some(metadata) = message.metadata
-        && !headers.iter().any(|(name, _)| name == METADATA_HEADER)
-    {
-        headers.push((METADATA_HEADER.to_string(), metadata.get().to_string()));
-    }
+    let headers = wire::join_metadata(message.headers, message.metadata);
     Ok(Delivery {
         id: message.id,
         topic: message.topic,
@@ -85,19 +65,18 @@ fn delivery(message: WireMessage, acker: &Acker) -> Result<Delivery, String> {
     })
 }
 
-/// A client error as the bus classifies it; the message names the status
-/// and the broker's own words.
+/// A client error as the bus classifies it: what the client calls
+/// retryable is `Unavailable`, the rest by status. The message names the
+/// status and the broker's own words.
 pub(super) fn bus_error(e: ClientError) -> BusError {
     let message = e.to_string();
     match e {
+        _ if e.is_retryable() => BusError::Unavailable(message),
         ClientError::Url(_) => BusError::Url(message),
-        ClientError::Connect(_) => BusError::Unavailable(message),
-        ClientError::Decode(_) => BusError::Internal(message),
-        ClientError::Status { status, .. } => match status {
-            400 | 413 => BusError::Invalid(message),
-            401 | 403 => BusError::Unauthorized(message),
-            404 => BusError::NotFound(message),
-            429 | 502 | 503 | 504 => BusError::Unavailable(message),
+        _ => match e.status() {
+            Some(400 | 413) => BusError::Invalid(message),
+            Some(401 | 403) => BusError::Unauthorized(message),
+            Some(404) => BusError::NotFound(message),
             _ => BusError::Internal(message),
         },
     }
@@ -107,11 +86,11 @@ pub(super) fn bus_error(e: ClientError) -> BusError {
 mod tests {
     use std::sync::Arc;
 
-    use weir_api::wire::Encoding;
+    use weir_api::wire::{Encoding, METADATA_HEADER};
 
     use super::*;
-    use crate::SettleStatus;
     use crate::message::{Settle, Settler};
+    use crate::{SettleStatus, queue_wire};
 
     /// A settler for deliveries built in tests; never called.
     #[derive(Debug)]
@@ -129,41 +108,23 @@ mod tests {
     }
 
     /// What the broker does with a publish request and gives back as a
-    /// delivery (`weir-server`'s `to_queue_message` then `to_wire`): payload
-    /// bytes decoded and encoded again, metadata kept under its header.
+    /// delivery: its own conversions (`queue_wire::to_queue_message`, then
+    /// `to_wire` of the stored record), with JSON on both sides.
     fn through_broker(item: &PublishRequest) -> WireMessage {
         let item: PublishRequest =
             serde_json::from_str(&serde_json::to_string(item).unwrap()).unwrap();
-        let bytes = wire::decode_payload(item.payload.clone(), item.payload_encoding).unwrap();
-        let mut stored: Vec<(String, String)> = item
-            .headers
-            .into_iter()
-            .filter(|(name, _)| name != METADATA_HEADER)
-            .collect();
-        if let Some(metadata) = item.metadata {
-            stored.push((METADATA_HEADER.into(), metadata.get().to_string()));
-        }
-        let (payload, payload_encoding) = wire::encode_payload(&bytes);
-        let mut headers = BTreeMap::new();
-        let mut metadata = None;
-        for (name, value) in stored {
-            if name == METADATA_HEADER {
-                metadata = RawValue::from_string(value).ok();
-            } else {
-                headers.insert(name, value);
-            }
-        }
-        let message = WireMessage {
-            id: "2-17".into(),
-            topic: "t".into(),
-            key: item.key,
-            payload,
-            payload_encoding,
-            headers,
-            metadata,
-            timestamp: wire::format_timestamp(1_763_900_000_123),
-            delivery_count: 1,
+        let stored = queue_wire::to_queue_message(item).unwrap();
+        let record = weir_queue::Record {
+            timestamp: 1_763_900_000_123,
+            key: stored.key,
+            headers: stored.headers,
+            payload: stored.payload,
         };
+        let id = weir_queue::MessageId {
+            partition: 2,
+            offset: 17,
+        };
+        let message = queue_wire::to_wire("t", id, &record, 1);
         serde_json::from_str(&serde_json::to_string(&message).unwrap()).unwrap()
     }
 
@@ -171,7 +132,7 @@ mod tests {
     /// and checks the delivery gives back `want_headers` and everything
     /// else exactly.
     fn check(message: Message, want_encoding: Encoding, want_headers: &[(&str, &str)]) {
-        let item = publish_request(message.clone()).unwrap();
+        let item = publish_request(message.clone());
         assert_eq!(item.payload_encoding, want_encoding, "{message:?}");
         let d = delivery(through_broker(&item), &acker()).unwrap();
         assert_eq!(d.payload, message.payload, "payload bytes of {message:?}");
@@ -230,12 +191,12 @@ mod tests {
     }
 
     #[test]
-    fn metadata_that_is_not_json_is_refused() {
+    fn metadata_that_is_not_json_travels_as_a_header() {
         let message = Message::new("x").with_header(METADATA_HEADER, "not json");
-        match publish_request(message) {
-            Err(BusError::Invalid(e)) => assert!(e.contains(METADATA_HEADER), "{e}"),
-            other => panic!("{other:?}"),
-        }
+        let item = publish_request(message.clone());
+        assert!(item.metadata.is_none());
+        assert_eq!(item.headers[METADATA_HEADER], "not json");
+        check(message, Encoding::Text, &[(METADATA_HEADER, "not json")]);
     }
 
     #[test]
@@ -284,6 +245,7 @@ mod tests {
             (status(401), "unauthorized"),
             (status(404), "not found"),
             (status(409), "internal"),
+            (status(429), "unavailable"),
             (status(500), "internal"),
             (status(502), "unavailable"),
             (status(503), "unavailable"),

@@ -3,10 +3,10 @@
 //!
 //! - **Publish** sends one `/publish/batch` request per call. A message's
 //!   bytes travel as [`wire::encode_payload`] writes them; its key as UTF-8
-//!   text (lossy); its headers as a map (of repeated names the first wins),
-//!   except [`METADATA_HEADER`], which must hold JSON and travels as the
-//!   request's `metadata` (the broker stores it under that header again, so
-//!   it comes back as a header).
+//!   text (lossy); its headers by [`wire::split_metadata`]'s rule: a map
+//!   (of repeated names the first wins), except a [`METADATA_HEADER`] that
+//!   holds JSON, which travels as the request's `metadata` (the broker
+//!   stores it under that header again, so it comes back as a header).
 //! - **Subscribe** opens the SSE stream and waits for its `connected` event,
 //!   so the member has joined (and a group started at `latest` has its
 //!   place) when `subscribe` returns. A reader task then turns `message`
@@ -27,9 +27,10 @@
 //!   subscriptions and their ackers), stops every reader and waits for the
 //!   settles already asked for.
 //!
-//! Errors map by what a caller can do (`bus_error`): no connection, 502,
-//! 503, 504 and 429 are `Unavailable` (retry); 400 and 413 `Invalid`; 401
-//! and 403 `Unauthorized`; 404 `NotFound`; anything else `Internal`.
+//! Errors map by what a caller can do (`bus_error`): what
+//! [`weir_api::ClientError::is_retryable`] calls retryable (no connection,
+//! 429, 502, 503, 504) is `Unavailable`; 400 and 413 `Invalid`; 401 and
+//! 403 `Unauthorized`; 404 `NotFound`; anything else `Internal`.
 //!
 //! Differences from the embedded backend: the broker pushes, so a message
 //! is delivered (leased, counted in flight) as soon as it is on the stream,
@@ -43,6 +44,7 @@
 //! and `conversion` (bus types to and from the wire's, and `bus_error`).
 //!
 //! [`wire::encode_payload`]: weir_api::wire::encode_payload
+//! [`wire::split_metadata`]: weir_api::wire::split_metadata
 //! [`METADATA_HEADER`]: weir_api::wire::METADATA_HEADER
 //! [`Delivery`]: crate::Delivery
 
@@ -66,7 +68,7 @@ use crate::http::settler::{HttpSettler, SETTLE_QUEUE, run_settles};
 use crate::http::subscription::{HttpSubscription, Reader, open_stream};
 use crate::message::{Acker, Message, Receipt};
 use crate::{
-    Bus, BusError, ConnectOptions, Result, SeekTarget, Start, Stats, SubscribeOptions, Subscription,
+    Bus, BusError, ConnectOptions, Result, SeekTarget, Stats, SubscribeOptions, Subscription,
 };
 
 /// Deliveries buffered per subscription at most, whatever its
@@ -119,12 +121,6 @@ impl HttpBus {
             }),
         })
     }
-
-    /// The API client underneath, for what the bus does not cover (dead
-    /// letters, redrive, health).
-    pub fn client(&self) -> &Client {
-        &self.shared.client
-    }
 }
 
 #[async_trait::async_trait]
@@ -132,10 +128,7 @@ impl Bus for HttpBus {
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<Vec<Receipt>> {
         self.shared.check_open()?;
         let count = messages.len();
-        let items = messages
-            .into_iter()
-            .map(publish_request)
-            .collect::<Result<Vec<_>>>()?;
+        let items: Vec<_> = messages.into_iter().map(publish_request).collect();
         let answer = self
             .shared
             .client
@@ -158,17 +151,12 @@ impl Bus for HttpBus {
         options: SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
         self.shared.check_open()?;
-        if options.max_in_flight == 0 {
-            return Err(BusError::Invalid("max_in_flight must be at least 1".into()));
-        }
+        options.check()?;
         let mut params = SubscribeParams {
             topic: topic.to_string(),
             consumer_group: group.to_string(),
             consumer_id: Some(options.consumer_id).filter(|id| !id.is_empty()),
-            start: Some(match options.start {
-                Start::Earliest => weir_api::Start::Earliest,
-                Start::Latest => weir_api::Start::Latest,
-            }),
+            start: Some(options.start),
             visibility_timeout_ms: options.visibility_timeout.map(|d| d.as_millis() as u64),
             max_deliveries: options.max_deliveries,
             max_in_flight: Some(options.max_in_flight),

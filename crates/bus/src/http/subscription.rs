@@ -53,13 +53,17 @@ pub(super) async fn open_stream(
 }
 
 /// Whether reconnecting cannot help: the broker refuses this subscription
-/// itself, not for now.
+/// itself, not for now (as [`bus_error`] classifies it), or answers what
+/// the API does not promise.
 fn ends_subscription(e: &ClientError) -> bool {
-    match e {
-        ClientError::Url(_) | ClientError::Decode(_) => true,
-        ClientError::Status { status, .. } => matches!(status, 400 | 401 | 403 | 404 | 413),
-        ClientError::Connect(_) => false,
-    }
+    matches!(e, ClientError::Decode(_))
+        || matches!(
+            bus_error(e.clone()),
+            BusError::Url(_)
+                | BusError::Invalid(_)
+                | BusError::Unauthorized(_)
+                | BusError::NotFound(_)
+        )
 }
 
 /// One subscription's reader task: SSE events in, deliveries out.
@@ -283,6 +287,28 @@ mod tests {
         drop(sub);
         let closed = tokio::task::spawn_blocking(move || seen.recv().unwrap()).await;
         assert_eq!(closed.unwrap().line, "CLOSED", "dropping closes the stream");
+    }
+
+    #[test]
+    fn only_answers_no_retry_can_fix_end_a_subscription() {
+        let status = |status| ClientError::Status {
+            status,
+            error: "e".into(),
+            detail: "d".into(),
+        };
+        let mut ends = vec![
+            ClientError::Url("ftp".into()),
+            ClientError::Decode("junk".into()),
+        ];
+        ends.extend([400, 401, 403, 404, 413].map(status));
+        let mut retries = vec![ClientError::Connect("refused".into())];
+        retries.extend([409, 429, 500, 502, 503, 504].map(status));
+        for e in ends {
+            assert!(ends_subscription(&e), "{e}");
+        }
+        for e in retries {
+            assert!(!ends_subscription(&e), "{e}");
+        }
     }
 
     #[tokio::test]

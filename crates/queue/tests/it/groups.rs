@@ -2,7 +2,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_queue::{Message, MessageId, QueueError, SeekTo, Settled, StartAt};
+use weir_queue::{
+    GroupConfig, GroupOverrides, Message, MessageId, QueueError, SeekTo, Settled, StartAt,
+};
 
 use crate::{member, open, rules};
 
@@ -338,4 +340,89 @@ async fn a_second_queue_on_the_same_directory_is_refused() {
         .unwrap_err();
     assert!(matches!(err, QueueError::Locked { .. }), "{err}");
     assert!(err.to_string().contains("in use by another Weir process"));
+}
+
+#[tokio::test]
+async fn zero_partitions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let zero = weir_queue::QueueConfig {
+        default_partitions: 0,
+        ..crate::config(dir.path())
+    };
+    let err = weir_queue::Queue::open(zero).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueueError::InvalidSetting {
+                setting: "default_partitions",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.to_string(), "default_partitions must be at least 1");
+
+    let q = open(dir.path()).await;
+    let err = q.create_topic("t", 0).unwrap_err();
+    assert_eq!(err.to_string(), "partitions must be at least 1");
+    assert!(q.topics().is_empty(), "nothing was created");
+    q.create_topic("one", 1).unwrap();
+    let err = q.create_topic("one", 0).unwrap_err();
+    assert!(matches!(err, QueueError::InvalidSetting { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn group_settings_keep_what_a_subscriber_leaves_out_and_refuse_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path()).await;
+    let ask = |visibility_timeout, max_deliveries, start| GroupOverrides {
+        visibility_timeout,
+        max_deliveries,
+        start,
+    };
+    let defaults = q.config().group;
+    let none = ask(None, None, StartAt::Latest);
+    assert_eq!(
+        q.group_settings("t", "g", none).unwrap(),
+        GroupConfig {
+            start: StartAt::Latest,
+            ..defaults
+        },
+        "a group not open starts from the queue's defaults"
+    );
+    let mine = q
+        .group_settings(
+            "t",
+            "g",
+            ask(Some(Duration::from_secs(60)), Some(9), StartAt::Earliest),
+        )
+        .unwrap();
+    let _c = q.subscribe("t", "g", member("c", mine)).unwrap();
+    let kept = q
+        .group_settings("t", "g", ask(None, Some(2), StartAt::Earliest))
+        .unwrap();
+    assert_eq!(
+        (
+            kept.visibility_timeout,
+            kept.max_deliveries,
+            kept.max_unacked
+        ),
+        (Duration::from_secs(60), 2, defaults.max_unacked)
+    );
+
+    let cases = [
+        (
+            ask(Some(Duration::ZERO), None, StartAt::Earliest),
+            "visibility_timeout must be longer than zero",
+        ),
+        (
+            ask(None, Some(0), StartAt::Earliest),
+            "max_deliveries must be at least 1",
+        ),
+    ];
+    for (overrides, want) in cases {
+        let err = q.group_settings("t", "g", overrides).unwrap_err();
+        assert!(matches!(err, QueueError::InvalidSetting { .. }), "{err}");
+        assert_eq!(err.to_string(), want);
+    }
 }
