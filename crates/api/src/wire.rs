@@ -7,7 +7,6 @@
 //! batch forms, reject, seek and dead letters.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -132,19 +131,8 @@ pub fn join_metadata(
     headers.into_iter().collect()
 }
 
-/// Milliseconds since the epoch as RFC 3339 (UTC, millisecond precision).
-pub fn format_timestamp(ms: i64) -> String {
-    /// 9999-12-31T23:59:59.999Z, the last time RFC 3339 can write.
-    const LAST: i64 = 253_402_300_799_999;
-    let t = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, LAST) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// An RFC 3339 time as milliseconds since the epoch.
-pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let t: SystemTime = humantime::parse_rfc3339_weak(s).ok()?;
-    Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64)
-}
+/// Times travel as RFC 3339; one definition serves the API and telemetry.
+pub use weir_telemetry::time::{format_timestamp, parse_timestamp};
 
 /// `POST /api/v1/queue/publish`, and one item of a batch.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
