@@ -775,6 +775,25 @@ pub async fn assert_nothing(sub: &mut dyn Subscription, when: &str) {
     );
 }
 
+/// Everything a fresh group `checker` receives from `topic` until the topic
+/// stays quiet for [`QUIET`], acked, in delivery order: what tests of a
+/// producer read back.
+pub async fn drain(bus: &dyn Bus, topic: &str) -> Vec<Delivery> {
+    let mut sub = bus
+        .subscribe(topic, "checker", SubscribeOptions::new("checker"))
+        .await
+        .expect("subscribe to drain");
+    let mut out = Vec::new();
+    loop {
+        let batch = sub.receive(1000, QUIET).await.expect("receive to drain");
+        if batch.is_empty() {
+            return out;
+        }
+        ack_all(sub.as_ref(), &batch).await;
+        out.extend(batch);
+    }
+}
+
 async fn ack_all(sub: &dyn Subscription, deliveries: &[Delivery]) {
     let ids: Vec<String> = deliveries.iter().map(|d| d.id.clone()).collect();
     let statuses = sub.acker().ack(&ids).await.expect("ack");

@@ -46,6 +46,17 @@ pub mod dcgm {
     pub const LABEL_NAMESPACE: &str = "namespace";
 }
 
+/// The readings of `weir generate sensor`, the simplest stream to learn
+/// producers and consumers with.
+pub mod sensor {
+    /// A sensor's temperature, degrees Celsius.
+    pub const TEMPERATURE_CELSIUS: &str = "sensor_temperature_celsius";
+    /// The sensor's id (`sensor-1`): the key of its readings on the bus.
+    pub const LABEL_SENSOR: &str = "sensor";
+    /// Where the sensor is installed.
+    pub const LABEL_SITE: &str = "site";
+}
+
 /// `weir monitor`'s host, process and cgroup metrics.
 pub mod resource {
     /// Host CPU busy, percent of one core summed over all cores.

@@ -3,10 +3,13 @@
 
 mod bench;
 mod broker;
+mod generate;
 mod gol;
+mod monitor;
 mod options;
 mod queue;
 mod signal;
+mod stream;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +31,17 @@ enum Command {
     /// with JSON lines.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Publish GPU telemetry: replay an NVIDIA DCGM export
+    /// (`weir stream dcgm`) or a synthetic fleet (`weir stream synth`).
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
+    /// Publish example messages at a steady rate, to learn producers and
+    /// consumers with: a sensor reading or a nested order event.
+    Generate(generate::GenerateArgs),
+    /// Sample the host, processes (with their children), cgroups and
+    /// NVIDIA GPUs every second and publish them to `resources`; with
+    /// `-- CMD ARGS`, launch a command, watch it and exit with its code.
+    Monitor(monitor::MonitorArgs),
     /// Run the Game of Life benchmark (the classic program's output), or
     /// submit a job for workers with `weir gol submit`.
     Gol(gol::GolArgs),
@@ -62,7 +76,10 @@ fn main() -> std::process::ExitCode {
             Command::Queue(cmd) => queue::run(cmd).await,
             Command::Gol(args) => gol::run(args).await,
             Command::Worker(args) => worker::run(args).await,
+            Command::Monitor(args) => monitor::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Stream(cmd) => stream::run(cmd).await,
+            Command::Generate(args) => generate::run(args).await,
         }
     });
     match result {

@@ -1,16 +1,11 @@
 //! The `weir` binary end to end on an embedded bus: publish, consume,
 //! stats and dead letters on one data directory, and the one-line errors.
 
-use std::process::{Command, Output};
+mod support;
 
-fn weir(data: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .env("WEIR_BUS", format!("embedded://{}", data.display()))
-        .env("WEIR_FSYNC", "never")
-        .output()
-        .expect("run weir")
-}
+use support::weir;
+
+use std::process::Output;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()

@@ -31,7 +31,16 @@ fn the_storage_engine_knows_no_runtime_http_or_json() {
 
 #[test]
 fn only_the_edge_crates_know_http() {
-    for krate in ["log", "queue", "bus", "gol", "worker"] {
+    for krate in [
+        "log",
+        "queue",
+        "bus",
+        "gol",
+        "worker",
+        "telemetry",
+        "sources",
+        "monitor",
+    ] {
         let deps = dependencies(krate);
         for http in HTTP {
             assert!(
@@ -45,5 +54,27 @@ fn only_the_edge_crates_know_http() {
             .iter()
             .any(|d| d.starts_with("weir-") && d != "weir-log"),
         "weir-queue builds on weir-log alone"
+    );
+}
+
+#[test]
+fn components_reach_the_transport_only_through_the_bus() {
+    for krate in ["worker", "sources", "monitor"] {
+        let deps = dependencies(krate);
+        for transport in ["weir-queue", "weir-api", "weir-log"] {
+            assert!(
+                !deps.iter().any(|d| d == transport),
+                "weir-{krate} depends on {transport}: components use weir-bus"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_sample_model_stands_alone() {
+    let deps = dependencies("telemetry");
+    assert!(
+        !deps.iter().any(|d| d.starts_with("weir-") || d == "tokio"),
+        "weir-telemetry is the shared vocabulary: no Weir crate, no runtime ({deps:?})"
     );
 }

@@ -3,6 +3,7 @@
 
 mod broker;
 mod gol;
+mod monitor;
 mod queue;
 
 use std::time::Duration;
@@ -18,6 +19,9 @@ pub(crate) enum BenchCommand {
     /// Game of Life: the dense engine against a plain C + OpenMP program
     /// on the same sizes and threads, and the sparse engine on pow 10..=20.
     Gol(gol::GolBench),
+    /// `weir monitor`'s own CPU while it watches N idle processes (100 by
+    /// default) at 1 Hz, as a percentage of one core.
+    Monitor(monitor::MonitorBench),
 }
 
 pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -25,6 +29,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Queue(b) => queue::run(b).await,
         BenchCommand::Broker(b) => broker::run(b).await,
         BenchCommand::Gol(b) => gol::run(b).await,
+        BenchCommand::Monitor(b) => monitor::run(b).await,
     }
 }
 

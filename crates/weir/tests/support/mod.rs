@@ -1,13 +1,44 @@
-//! What the binary's tests share: a `weir broker` child process.
+//! What the binary's tests share: running `weir` on an embedded bus, and a
+//! `weir broker` child process.
 
 #![allow(dead_code)] // each test binary uses a part
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub(crate) const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+/// Runs `weir ARGS` to completion with `embedded://DATA` as its bus.
+pub(crate) fn weir(data: &Path, args: &[&str]) -> Output {
+    Command::new(WEIR)
+        .args(args)
+        .env("WEIR_BUS", format!("embedded://{}", data.display()))
+        .env("WEIR_FSYNC", "never")
+        .output()
+        .expect("run weir")
+}
+
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every message on `topic` of the embedded bus in `data`, as the JSON
+/// objects `weir queue consume` prints.
+pub(crate) fn consume(data: &Path, topic: &str) -> Vec<serde_json::Value> {
+    let out = weir(
+        data,
+        &[
+            "queue", "consume", topic, "--group", "check", "--idle", "300ms",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
 
 /// A `weir broker` child process and the URL it serves.
 pub(crate) struct Broker {
