@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use weir_log::{Fsync, Header, Log, LogConfig, Record};
 
@@ -39,6 +40,8 @@ pub(crate) struct Group {
     dead_letters: Arc<Topic>,
     journal: Arc<Log>,
     sync_acks: bool,
+    /// Told of every append, for the queue's periodic sync.
+    unsynced: Arc<Notify>,
     state: Mutex<State>,
 }
 
@@ -66,6 +69,7 @@ impl Group {
         dead_letters: Arc<Topic>,
         config: &GroupConfig,
         fsync: Fsync,
+        unsynced: Arc<Notify>,
     ) -> Result<Group> {
         let journal = Log::open(
             dir,
@@ -107,6 +111,7 @@ impl Group {
             dead_letters,
             journal,
             sync_acks: fsync == Fsync::Always,
+            unsynced,
             state: Mutex::new(State {
                 cursors,
                 rules: rules(config),
@@ -369,6 +374,7 @@ impl Group {
             let record = self.dead_record(partition, &letter, now_ms);
             match self.dead_letters.partitions[0].append(&[record]) {
                 Ok(_) => {
+                    self.unsynced.notify_one();
                     st.cursors[partition as usize].dead_lettered(letter.offset);
                     st.dead_lettered += 1;
                     buried += 1;
@@ -475,6 +481,7 @@ impl Group {
                 .ctx(|| format!("compacting the journal of group {:?}", self.name))?;
             st.events_since_snapshot = 0;
         }
+        self.unsynced.notify_one();
         Ok(())
     }
 

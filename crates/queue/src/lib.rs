@@ -27,7 +27,8 @@
 //!   counts as done; if that append fails the message is delivered again.
 //! - Durability follows [`QueueConfig::fsync`]: with `always`, publish and
 //!   ack return after an fsync (shared by concurrent callers); with `every`,
-//!   a background task syncs every log on that period.
+//!   a background task woken by writes syncs them at most that period after
+//!   they were written (an idle queue does not wake).
 //!
 //! # Layout on disk
 //!

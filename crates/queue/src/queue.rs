@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use weir_log::{Fsync, Log, Record};
@@ -33,7 +34,19 @@ struct Shared {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     groups: RwLock<HashMap<(String, String), Arc<Group>>>,
     background: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Woken by every append, so the background task syncs only after
+    /// writes and an idle queue does not wake at all.
+    unsynced: Arc<Notify>,
     _lock: std::fs::File,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let background = self.background.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(handle) = background.take() {
+            handle.abort();
+        }
+    }
 }
 
 /// Options of one consumer joining a group.
@@ -66,23 +79,31 @@ impl Queue {
             shared: Arc::new(shared),
         };
         let weak = Arc::downgrade(&queue.shared);
-        let tick = match config.fsync {
-            Fsync::Every(period) => period.max(Duration::from_millis(1)),
-            _ => Duration::from_secs(1),
+        let unsynced = Arc::clone(&queue.shared.unsynced);
+        let sync_every = match config.fsync {
+            Fsync::Every(period) => Some(period.max(Duration::from_millis(1))),
+            _ => None,
         };
         let handle = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(tick);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_retention = Instant::now();
+            let mut next_retention = Instant::now() + RETENTION_EVERY;
             loop {
-                interval.tick().await;
-                let Some(shared) = weak.upgrade() else { return };
-                let retention = last_retention.elapsed() >= RETENTION_EVERY;
-                if retention {
-                    last_retention = Instant::now();
+                // Asleep until something is written (when syncing is ours)
+                // or retention is due; then let a period's writes gather
+                // and sync them together.
+                let wrote = tokio::select! {
+                    () = unsynced.notified(), if sync_every.is_some() => true,
+                    () = tokio::time::sleep_until(next_retention) => false,
+                };
+                if wrote && let Some(period) = sync_every {
+                    tokio::time::sleep(period).await;
                 }
-                let sync = matches!(shared.config.fsync, Fsync::Every(_));
-                let _ = tokio::task::spawn_blocking(move || shared.maintain(sync, retention)).await;
+                let Some(shared) = weak.upgrade() else { return };
+                let retention = Instant::now() >= next_retention;
+                if retention {
+                    next_retention = Instant::now() + RETENTION_EVERY;
+                }
+                let _ =
+                    tokio::task::spawn_blocking(move || shared.maintain(wrote, retention)).await;
             }
         });
         *queue
@@ -179,6 +200,7 @@ impl Queue {
             let appended = blocking_if(config.fsync == Fsync::Always, move || log.append(&records))
                 .await?
                 .ctx(|| format!("appending to topic {topic:?} partition {p}"))?;
+            self.shared.unsynced.notify_one();
             for (k, (pos, ts)) in positions.into_iter().zip(timestamps).enumerate() {
                 out[pos] = Some(Published {
                     id: MessageId {
@@ -480,6 +502,7 @@ impl Shared {
             topics: RwLock::new(HashMap::new()),
             groups: RwLock::new(HashMap::new()),
             background: std::sync::Mutex::new(None),
+            unsynced: Arc::new(Notify::new()),
             _lock: lock,
         };
         for topic in subdirs(&shared.config.data_dir.join("topics"))? {
@@ -548,7 +571,16 @@ impl Shared {
             return Ok(Arc::clone(g));
         }
         let dir: PathBuf = self.config.data_dir.join("groups").join(group).join(topic);
-        let g = Arc::new(Group::open(&dir, group, t, dlq, config, self.config.fsync)?);
+        let unsynced = Arc::clone(&self.unsynced);
+        let g = Arc::new(Group::open(
+            &dir,
+            group,
+            t,
+            dlq,
+            config,
+            self.config.fsync,
+            unsynced,
+        )?);
         groups.insert(key, Arc::clone(&g));
         Ok(g)
     }
