@@ -158,9 +158,15 @@ impl Orders {
                 country,
             },
         };
-        let items: Vec<Item> = (0..1 + rng.below(5))
-            .map(|_| {
-                let p = pick(rng, PRODUCTS.len());
+        // 1 to 5 different products: the first picks of a shuffle.
+        let mut products: [usize; PRODUCTS.len()] = std::array::from_fn(|i| i);
+        let lines = 1 + rng.below(5) as usize;
+        for k in 0..lines {
+            products.swap(k, k + pick(rng, PRODUCTS.len() - k));
+        }
+        let items: Vec<Item> = products[..lines]
+            .iter()
+            .map(|&p| {
                 let (name, price) = PRODUCTS[p];
                 Item {
                     sku: format!("SKU-{:05}", 10_000 + p * 137),
@@ -227,6 +233,9 @@ mod tests {
             let o = &event.order;
             assert_eq!(key, o.customer.id);
             assert!((1..=5).contains(&o.items.len()));
+            let skus: std::collections::BTreeSet<&str> =
+                o.items.iter().map(|i| i.sku.as_str()).collect();
+            assert_eq!(skus.len(), o.items.len(), "each product once per order");
             let sum: u64 = o
                 .items
                 .iter()
