@@ -9,6 +9,9 @@ pub enum MonitorError {
     /// `Target::Pid` named a process that does not exist (or is a zombie).
     #[error("no process with pid {0} to watch")]
     NoSuchProcess(u32),
+    /// `Target::Pid` named a thread: its process is what can be watched.
+    #[error("{tid} is a thread of process {pid}, not a process: watch {pid}")]
+    Thread { tid: u32, pid: u32 },
     /// A cgroup given to watch is not a cgroup v2 group.
     #[error("cgroup {}: {reason}", path.display())]
     Cgroup { path: PathBuf, reason: String },

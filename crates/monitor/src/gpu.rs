@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 
-use nvml_wrapper::Device;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::device::UsedGpuMemory;
@@ -106,15 +105,15 @@ impl Gpus {
         self.devices.len()
     }
 
-    /// Emits every GPU's samples and fills `per_pid` with the GPU memory
-    /// each process holds, bytes summed over GPUs.
+    /// Emits every GPU's samples and reads the GPU memory each process
+    /// holds into `memory`.
     pub(crate) fn sample(
         &self,
         ts: i64,
         out: &mut Vec<weir_telemetry::Sample>,
-        per_pid: &mut HashMap<u32, u64>,
+        memory: &mut ProcessMemory,
     ) {
-        per_pid.clear();
+        memory.clear();
         let Some(nvml) = &self.nvml else {
             return;
         };
@@ -147,26 +146,131 @@ impl Gpus {
             if let Ok(mhz) = device.clock_info(Clock::Memory) {
                 emit.push(dcgm::MEM_CLOCK, f64::from(mhz));
             }
-            add_process_memory(&device, per_pid);
+            memory.add_gpu(
+                device.running_compute_processes(),
+                device.running_graphics_processes(),
+            );
         }
     }
 }
 
-/// Adds this GPU's per-process memory to `per_pid`. A process with both a
-/// compute and a graphics context is listed twice with the same memory:
-/// counted once.
-fn add_process_memory(device: &Device<'_>, per_pid: &mut HashMap<u32, u64>) {
-    let compute = device.running_compute_processes();
-    let graphics = device.running_graphics_processes();
-    let mut here: HashMap<u32, u64> = HashMap::new();
-    let lists: [Vec<ProcessInfo>; 2] = [compute.unwrap_or_default(), graphics.unwrap_or_default()];
-    for p in lists.iter().flatten() {
-        if let UsedGpuMemory::Used(bytes) = p.used_gpu_memory {
-            let held = here.entry(p.pid).or_default();
-            *held = (*held).max(bytes);
+/// The GPU memory each process holds, bytes summed over GPUs, at one tick.
+#[derive(Debug, Default)]
+pub(crate) struct ProcessMemory {
+    per_pid: HashMap<u32, u64>,
+    /// Whether a GPU's process list could be read: without one, what a
+    /// process holds is unknown, not zero.
+    known: bool,
+    /// Scratch: one GPU's processes.
+    here: HashMap<u32, u64>,
+}
+
+impl ProcessMemory {
+    fn clear(&mut self) {
+        self.per_pid.clear();
+        self.known = false;
+    }
+
+    /// Adds one GPU's compute and graphics process lists (an `Err` is a
+    /// list NVML could not give). A process with both a compute and a
+    /// graphics context is listed twice with the same memory: counted
+    /// once. One whose memory NVML does not know adds nothing.
+    pub(crate) fn add_gpu<E>(
+        &mut self,
+        compute: Result<Vec<ProcessInfo>, E>,
+        graphics: Result<Vec<ProcessInfo>, E>,
+    ) {
+        self.here.clear();
+        for list in [compute, graphics].into_iter().flatten() {
+            self.known = true;
+            for p in list {
+                if let UsedGpuMemory::Used(bytes) = p.used_gpu_memory {
+                    let held = self.here.entry(p.pid).or_default();
+                    *held = (*held).max(bytes);
+                }
+            }
+        }
+        for (&pid, &bytes) in &self.here {
+            *self.per_pid.entry(pid).or_default() += bytes;
         }
     }
-    for (pid, bytes) in here {
-        *per_pid.entry(pid).or_default() += bytes;
+
+    /// What these processes hold together; `None` when no GPU's process
+    /// list could be read this tick (or there are no GPUs).
+    pub(crate) fn sum(&self, pids: impl IntoIterator<Item = u32>) -> Option<u64> {
+        self.known.then(|| {
+            pids.into_iter()
+                .filter_map(|pid| self.per_pid.get(&pid))
+                .sum()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(pid: u32, bytes: Option<u64>) -> ProcessInfo {
+        ProcessInfo {
+            pid,
+            used_gpu_memory: bytes.map_or(UsedGpuMemory::Unavailable, UsedGpuMemory::Used),
+            gpu_instance_id: None,
+            compute_instance_id: None,
+        }
+    }
+
+    type List = Result<Vec<ProcessInfo>, ()>;
+
+    #[test]
+    fn process_memory_is_known_only_from_a_list_that_was_read() {
+        let check = |gpus: Vec<(List, List)>, pids: &[u32], want: Option<u64>| {
+            let mut memory = ProcessMemory::default();
+            // What a previous tick knew does not linger.
+            memory.add_gpu::<()>(Ok(vec![process(1, Some(999))]), Ok(vec![]));
+            memory.clear();
+            let what = format!("{gpus:?}");
+            for (compute, graphics) in gpus {
+                memory.add_gpu(compute, graphics);
+            }
+            assert_eq!(
+                memory.sum(pids.iter().copied()),
+                want,
+                "{what} for {pids:?}"
+            );
+        };
+        let mib = 1 << 20;
+        // No GPU, or every list failed: unknown, not zero.
+        check(vec![], &[1], None);
+        check(vec![(Err(()), Err(()))], &[1], None);
+        check(vec![(Err(()), Err(())), (Err(()), Err(()))], &[1], None);
+        // A list read, the process not in it: it holds nothing.
+        check(vec![(Ok(vec![]), Err(()))], &[1], Some(0));
+        check(
+            vec![(Err(()), Err(())), (Err(()), Ok(vec![]))],
+            &[1],
+            Some(0),
+        );
+        // Compute and graphics contexts of one process: counted once.
+        check(
+            vec![(
+                Ok(vec![process(1, Some(mib)), process(2, Some(3 * mib))]),
+                Ok(vec![process(1, Some(mib))]),
+            )],
+            &[1],
+            Some(mib),
+        );
+        // Summed over GPUs and over the tree's processes; memory NVML does
+        // not know adds nothing.
+        check(
+            vec![
+                (Ok(vec![process(1, Some(mib)), process(3, None)]), Err(())),
+                (
+                    Ok(vec![process(1, Some(2 * mib))]),
+                    Ok(vec![process(2, Some(4 * mib))]),
+                ),
+            ],
+            &[1, 2, 3],
+            Some(7 * mib),
+        );
     }
 }

@@ -6,7 +6,16 @@
 //! controller, real or virtio) behind it. Partitions, loop, ram, zram,
 //! device-mapper and md devices have none; their bytes are already counted
 //! on the disks beneath them (or never reach a disk), so counting them
-//! would count the same IO twice. Network: every interface but `lo`.
+//! would count the same IO twice.
+//!
+//! Which interfaces count: the same rule, `/sys/class/net/NAME/device`
+//! exists, that is a physical interface (or a virtio one) whose bytes
+//! really enter or leave the machine. `lo`, bridges, veth pairs, tunnels
+//! and VLANs have none: a container's traffic crosses its veth, a bridge
+//! and the physical interface, and counting them all would count it two or
+//! three times. Rates are taken per interface: one that appears, vanishes
+//! or whose counters go backwards adds nothing that tick, the others still
+//! count.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,26 +92,79 @@ pub(crate) fn parse_diskstats(text: &str, mut counts: impl FnMut(&str) -> bool) 
     (read, written)
 }
 
-/// Bytes received and sent over every interface but loopback.
-pub(crate) fn parse_net_dev(text: &str) -> (u64, u64) {
-    let (mut rx, mut tx) = (0u64, 0u64);
+/// Each interface of `/proc/net/dev` with its bytes received and sent.
+pub(crate) fn parse_net_dev(text: &str, mut each: impl FnMut(&str, u64, u64)) {
     for line in text.lines() {
         let Some((name, rest)) = line.split_once(':') else {
             continue;
         };
-        if name.trim() == "lo" {
-            continue;
-        }
-        let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-        if let (Some(Ok(r)), Some(Ok(t))) = (
-            f.first().map(|v| v.parse::<u64>()),
-            f.get(8).map(|v| v.parse::<u64>()),
-        ) {
-            rx += r;
-            tx += t;
+        let mut f = rest.split_ascii_whitespace();
+        let rx = f.next().map(str::parse::<u64>);
+        let tx = f.nth(7).map(str::parse::<u64>);
+        if let (Some(Ok(rx)), Some(Ok(tx))) = (rx, tx) {
+            each(name.trim(), rx, tx);
         }
     }
-    (rx, tx)
+}
+
+/// One interface's counters at the last tick.
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    physical: bool,
+    rx: u64,
+    tx: u64,
+    /// The tick it was last seen at: one not in this tick's file is
+    /// forgotten.
+    seen: u64,
+}
+
+/// The physical interfaces' counters from tick to tick.
+#[derive(Debug, Default)]
+struct Network {
+    interfaces: HashMap<String, Interface>,
+    ticks: u64,
+}
+
+impl Network {
+    /// Reads this tick's counters; the bytes received and sent since the
+    /// last tick over the physical interfaces seen at both, or `None` at
+    /// the first. `physical` is asked once per interface while it lasts.
+    fn update(&mut self, text: &str, mut physical: impl FnMut(&str) -> bool) -> Option<(u64, u64)> {
+        let first = self.ticks == 0;
+        self.ticks += 1;
+        let tick = self.ticks;
+        let (mut rx_sum, mut tx_sum) = (0u64, 0u64);
+        parse_net_dev(text, |name, rx, tx| {
+            let entry = match self.interfaces.get_mut(name) {
+                Some(e) => e,
+                None => {
+                    // New: nothing to compare with until the next tick.
+                    let new = Interface {
+                        physical: physical(name),
+                        rx,
+                        tx,
+                        seen: tick,
+                    };
+                    self.interfaces.insert(name.to_string(), new);
+                    return;
+                }
+            };
+            if entry.physical {
+                // A counter that went back (a reset driver) adds nothing.
+                rx_sum += rx.saturating_sub(entry.rx);
+                tx_sum += tx.saturating_sub(entry.tx);
+            }
+            *entry = Interface {
+                rx,
+                tx,
+                seen: tick,
+                ..*entry
+            };
+        });
+        // Pods come and go with their veths: forget what vanished.
+        self.interfaces.retain(|_, i| i.seen == tick);
+        (!first).then_some((rx_sum, tx_sum))
+    }
 }
 
 /// The host's readings at one tick.
@@ -111,7 +173,6 @@ struct Reading {
     mono: f64,
     cpu: Option<CpuTimes>,
     disk: Option<(u64, u64)>,
-    net: Option<(u64, u64)>,
 }
 
 /// Samples the host, remembering the last reading for rates.
@@ -121,6 +182,7 @@ pub(crate) struct Host {
     sys_root: PathBuf,
     /// Whether a disk name counts, decided once per name.
     disks: HashMap<String, bool>,
+    network: Network,
     prev: Option<Reading>,
     text: String,
 }
@@ -131,6 +193,7 @@ impl Host {
             proc_root: proc_root.to_path_buf(),
             sys_root: sys_root.to_path_buf(),
             disks: HashMap::new(),
+            network: Network::default(),
             prev: None,
             text: String::with_capacity(4096),
         }
@@ -161,13 +224,20 @@ impl Host {
             })),
             Err(_) => None,
         };
-        let net = self.read("net/dev").map(parse_net_dev);
-        let now = Reading {
-            mono,
-            cpu,
-            disk,
-            net,
+        // Read every tick, even the first, so each interface has a
+        // previous reading; a tick that cannot read it starts over.
+        let net = match std::fs::read_to_string(self.proc_root.join("net/dev")) {
+            Ok(text) => {
+                let class = self.sys_root.join("class/net");
+                self.network
+                    .update(&text, |name| class.join(name).join("device").exists())
+            }
+            Err(_) => {
+                self.network = Network::default();
+                None
+            }
         };
+        let now = Reading { mono, cpu, disk };
         if let Some(before) = self.prev.filter(|b| mono > b.mono) {
             let dt = mono - before.mono;
             if let (Some(a), Some(b)) = (before.cpu, now.cpu)
@@ -176,28 +246,20 @@ impl Host {
                 let busy = b.busy.saturating_sub(a.busy) as f64 / (b.total - a.total) as f64;
                 emit.push(m::HOST_CPU_PERCENT, busy * b.cpus as f64 * 100.0);
             }
-            let mut rates = |a: Option<(u64, u64)>, b: Option<(u64, u64)>, names: [&str; 2]| {
-                if let (Some(a), Some(b)) = (a, b) {
-                    emit.push(names[0], b.0.saturating_sub(a.0) as f64 / dt);
-                    emit.push(names[1], b.1.saturating_sub(a.1) as f64 / dt);
-                }
-            };
-            rates(
-                before.disk,
-                now.disk,
-                [
+            if let (Some(a), Some(b)) = (before.disk, now.disk) {
+                emit.push(
                     m::HOST_DISK_READ_BYTES_PER_SECOND,
+                    b.0.saturating_sub(a.0) as f64 / dt,
+                );
+                emit.push(
                     m::HOST_DISK_WRITE_BYTES_PER_SECOND,
-                ],
-            );
-            rates(
-                before.net,
-                now.net,
-                [
-                    m::HOST_NETWORK_RECEIVE_BYTES_PER_SECOND,
-                    m::HOST_NETWORK_TRANSMIT_BYTES_PER_SECOND,
-                ],
-            );
+                    b.1.saturating_sub(a.1) as f64 / dt,
+                );
+            }
+            if let Some((rx, tx)) = net {
+                emit.push(m::HOST_NETWORK_RECEIVE_BYTES_PER_SECOND, rx as f64 / dt);
+                emit.push(m::HOST_NETWORK_TRANSMIT_BYTES_PER_SECOND, tx as f64 / dt);
+            }
         }
         self.prev = Some(now);
     }
@@ -274,18 +336,95 @@ mod tests {
 
     #[test]
     fn net_dev() {
-        let check = |text: &str, want: (u64, u64)| assert_eq!(parse_net_dev(text), want, "{text}");
+        let check = |text: &str, want: &[(&str, u64, u64)]| {
+            let mut got = Vec::new();
+            parse_net_dev(text, |name, rx, tx| got.push((name.to_string(), rx, tx)));
+            let want: Vec<(String, u64, u64)> = want
+                .iter()
+                .map(|&(n, r, t)| (n.to_string(), r, t))
+                .collect();
+            assert_eq!(got, want, "{text}");
+        };
         let header = "Inter-|   Receive                                                |  Transmit\n \
                       face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n";
         check(
             &format!(
                 "{header}    lo: 9526007659  839365    0    0    0     0          0         0 9526007659  839365    0    0    0     0       0          0\n  \
                  eth0: 1000    5746    0    0    0     0          0         0   300    3477    0    0    0     0       0          0\n  \
-                 eth1:20 1 0 0 0 0 0 0 7 1 0 0 0 0 0 0\n"
+                 eth1:20 1 0 0 0 0 0 0 7 1 0 0 0 0 0 0\n  \
+                 bad: x 1 0 0 0 0 0 0 7 1 0 0 0 0 0 0\n  \
+                 short: 1 2 3\n"
             ),
-            (1020, 307),
+            &[
+                ("lo", 9526007659, 9526007659),
+                ("eth0", 1000, 300),
+                ("eth1", 20, 7),
+            ],
         );
-        check(header, (0, 0));
-        check("", (0, 0));
+        check(header, &[]);
+        check("", &[]);
+    }
+
+    #[test]
+    fn network_counts_physical_interfaces_per_interface() {
+        let line = |name: &str, rx: u64, tx: u64| {
+            format!("{name}: {rx} 0 0 0 0 0 0 0 {tx} 0 0 0 0 0 0 0\n")
+        };
+        let ticks = |lines: &[&[(&str, u64, u64)]]| {
+            let mut net = Network::default();
+            lines
+                .iter()
+                .map(|tick| {
+                    let text: String = tick.iter().map(|&(n, r, t)| line(n, r, t)).collect();
+                    net.update(&text, |name| name.starts_with("eth"))
+                })
+                .collect::<Vec<_>>()
+        };
+        // Only physical interfaces: a pod's bytes over veth and the bridge
+        // are the same bytes as eth0's.
+        assert_eq!(
+            ticks(&[
+                &[
+                    ("lo", 5, 5),
+                    ("eth0", 100, 10),
+                    ("veth1", 50, 50),
+                    ("cni0", 50, 50)
+                ],
+                &[
+                    ("lo", 9, 9),
+                    ("eth0", 300, 30),
+                    ("veth1", 250, 70),
+                    ("cni0", 250, 70)
+                ],
+            ]),
+            [None, Some((200, 20))]
+        );
+        // An interface that vanishes, or appears, adds nothing that tick;
+        // the others still count.
+        assert_eq!(
+            ticks(&[
+                &[("eth0", 100, 10), ("eth1", 1000, 1000)],
+                &[("eth0", 150, 20)],
+                &[("eth0", 160, 25), ("eth1", 5, 5)],
+                &[("eth0", 170, 30), ("eth1", 15, 8)],
+            ]),
+            [None, Some((50, 10)), Some((10, 5)), Some((20, 8))]
+        );
+        // A counter that goes back (a driver reset) adds nothing; the next
+        // tick counts from there.
+        assert_eq!(
+            ticks(&[
+                &[("eth0", 100, 10), ("eth1", 100, 100)],
+                &[("eth0", 20, 12), ("eth1", 110, 105)],
+                &[("eth0", 30, 20), ("eth1", 120, 110)],
+            ]),
+            [None, Some((10, 7)), Some((20, 13))]
+        );
+        // Interfaces that came and went are forgotten.
+        let mut net = Network::default();
+        for n in 0..100 {
+            net.update(&line(&format!("veth{n}"), 1, 1), |_| false);
+        }
+        assert_eq!(net.interfaces.len(), 1);
     }
 }

@@ -20,8 +20,6 @@ use crate::watch::MonitorHandle;
 /// Messages per `publish_batch`: a tick of 100 watched processes is about
 /// 900; a backlog drains in batches this size, well under any bus's limit.
 const MAX_BATCH: usize = 2048;
-/// How long the last samples may wait for the bus at shutdown.
-const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
 /// What the monitor samples, how often, and where it publishes.
 #[derive(Debug, Clone)]
@@ -32,6 +30,9 @@ pub struct MonitorConfig {
     pub interval: Duration,
     /// Messages kept while the bus is down; beyond this the oldest go.
     pub backlog: usize,
+    /// How long the last samples may wait for the bus at shutdown, a
+    /// publish already under way included; what is left then is dropped.
+    pub final_flush: Duration,
     pub sampler: SamplerConfig,
 }
 
@@ -41,6 +42,7 @@ impl Default for MonitorConfig {
             topic: "resources".into(),
             interval: Duration::from_secs(1),
             backlog: 100_000,
+            final_flush: Duration::from_secs(5),
             sampler: SamplerConfig::default(),
         }
     }
@@ -85,9 +87,11 @@ impl Outbox {
 
 impl Monitor {
     /// Starts sampling (the first tick now) until `shutdown`, which takes
-    /// one last sample, publishes what it can within a few seconds and
-    /// stops. Must be called within a tokio runtime. Looks for GPUs here.
-    pub fn spawn(
+    /// one last sample, publishes what it can within
+    /// [`MonitorConfig::final_flush`] and stops. Must be called within a
+    /// tokio runtime. Looks for GPUs first, on the blocking pool (NVML may
+    /// take seconds per GPU to start): the runtime's threads go on.
+    pub async fn spawn(
         bus: Arc<dyn Bus>,
         config: MonitorConfig,
         shutdown: CancellationToken,
@@ -100,7 +104,10 @@ impl Monitor {
         if config.topic.is_empty() {
             return Err(MonitorError::Config("the topic must not be empty".into()));
         }
-        let sampler = Sampler::new(config.sampler.clone())?;
+        let sampler_config = config.sampler.clone();
+        let sampler = tokio::task::spawn_blocking(move || Sampler::new(sampler_config))
+            .await
+            .map_err(|e| MonitorError::Task(e.to_string()))??;
         let handle = sampler.handle();
         let host = sampler.host().to_string();
         let gpus = sampler.gpu_count();
@@ -153,6 +160,7 @@ async fn run(
         config.topic.clone(),
         Arc::clone(&outbox),
         sampled.clone(),
+        config.final_flush,
     ));
     let sampled_result = sample(sampler, config.interval, &outbox, &shutdown).await;
     sampled.cancel();
@@ -230,12 +238,15 @@ fn message(sample: &Sample) -> Option<Message> {
 }
 
 /// Publishes what the sampler leaves in the outbox until it is done, then
-/// flushes for at most [`FINAL_FLUSH`]. Returns how many were published.
+/// flushes; from the end of sampling on, everything (a publish under way
+/// included: a stalled bus may hold it for its whole request timeout) has
+/// `final_flush` to finish. Returns how many were published.
 async fn publish(
     bus: Arc<dyn Bus>,
     topic: String,
     outbox: Arc<Outbox>,
     sampled: CancellationToken,
+    final_flush: Duration,
 ) -> u64 {
     let mut publisher = Publisher {
         bus,
@@ -244,28 +255,36 @@ async fn publish(
         published: 0,
         failing: false,
     };
-    loop {
-        let done = tokio::select! {
-            _ = publisher.outbox.ready.notified() => false,
-            _ = sampled.cancelled() => true,
-        };
-        if !done {
+    let work = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = sampled.cancelled() => break,
+                _ = publisher.outbox.ready.notified() => {}
+            }
             // Retried at the next tick when it fails.
             let _ = publisher.drain().await;
-            continue;
         }
-        let flushed = tokio::time::timeout(FINAL_FLUSH, async {
-            while publisher.drain().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
-        if flushed.is_err() {
-            let lost = publisher.outbox.lock().abandon();
-            tracing::warn!("stopping with {lost} samples the bus did not take");
+        while publisher.drain().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        return publisher.published;
+    };
+    let time_up = async {
+        sampled.cancelled().await;
+        tokio::time::sleep(final_flush).await;
+    };
+    // Either ends the other: a publish cut short is still in the backlog
+    // (which is only peeked at until the bus takes it), so nothing is lost
+    // that is not counted.
+    let flushed = tokio::select! {
+        _ = work => true,
+        _ = time_up => false,
+    };
+    if !flushed {
+        let lost = publisher.outbox.lock().abandon();
+        tracing::warn!("stopping with {lost} samples the bus did not take");
     }
+    publisher.published
 }
 
 #[derive(Debug)]

@@ -90,6 +90,17 @@ pub(crate) fn parse_io(text: &str) -> Option<(u64, u64)> {
     Some((read?, write?))
 }
 
+/// `Tgid` of `/proc/PID/status`: the process a thread belongs to (its own
+/// pid for a process).
+pub(crate) fn parse_tgid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn number(field: &[u8]) -> Option<u64> {
     if field.is_empty() || field.len() > 20 {
         return None;
@@ -163,6 +174,19 @@ mod tests {
             None,
         );
         check(&line(7, "b").replace(" 22 ", " 2x "), None);
+    }
+
+    #[test]
+    fn status_tgid() {
+        let check = |text: &str, want: Option<u32>| assert_eq!(parse_tgid(text), want, "{text}");
+        check(
+            "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\nPid:\t4243\n",
+            Some(4242),
+        );
+        check("Tgid:\t7\n", Some(7));
+        check("Name:\tx\nPid:\t7\n", None);
+        check("Tgid:\tx\n", None);
+        check("", None);
     }
 
     #[test]

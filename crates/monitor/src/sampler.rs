@@ -3,7 +3,7 @@
 //! samples. It reads from a configurable proc, sys and cgroup root, so it
 //! runs as well on fixture files as on the live system.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use weir_telemetry::{Labels, Sample};
 
 use crate::cgroup::{self, Cgroup};
 use crate::error::MonitorError;
-use crate::gpu::Gpus;
+use crate::gpu::{Gpus, ProcessMemory};
 use crate::host::Host;
 use crate::system::{self, Units};
 use crate::table::ProcessTable;
@@ -100,7 +100,7 @@ pub struct Sampler {
     host: Option<Host>,
     cgroups: Vec<(Cgroup, Labels)>,
     gpus: Gpus,
-    gpu_memory: HashMap<u32, u64>,
+    gpu_memory: ProcessMemory,
     handle: MonitorHandle,
     watches: BTreeMap<u64, WatchState>,
     /// Scratch: the indices in the current scan claimed by a name watch.
@@ -129,7 +129,9 @@ struct TreeState {
 
 impl Sampler {
     /// A sampler; `cgroups` must name cgroup v2 groups. GPUs are looked
-    /// for here, once.
+    /// for here, once: with GPUs this blocks while NVML starts (seconds per
+    /// GPU without persistence mode), so an async caller runs it on the
+    /// blocking pool, as [`Monitor::spawn`](crate::Monitor::spawn) does.
     pub fn new(config: SamplerConfig) -> Result<Sampler, MonitorError> {
         let host_name = config
             .host
@@ -163,7 +165,7 @@ impl Sampler {
             } else {
                 Gpus::absent()
             },
-            gpu_memory: HashMap::new(),
+            gpu_memory: ProcessMemory::default(),
             handle: MonitorHandle::new(&config.proc_root),
             watches: BTreeMap::new(),
             claimed: Vec::new(),
@@ -205,10 +207,14 @@ impl Sampler {
     pub fn sample_at(&mut self, tick: Tick, out: &mut Vec<Sample>) {
         let mono = tick.mono.as_secs_f64();
         let interval = self.table.cur.taken.then_some(mono - self.table.cur.mono);
+        // Watches first, then the scan: a watch's process was found before
+        // it was registered, so the scan comes after, and a root it lacks
+        // has really ended. (A watch registered once this tick has begun
+        // waits for the next one.)
+        self.sync_watches();
         self.table.scan(mono);
         self.walker.index(&self.table.cur);
         self.gpus.sample(tick.ts_ms, out, &mut self.gpu_memory);
-        self.sync_watches();
         let mut ended = Vec::new();
         let ids: Vec<u64> = self.watches.keys().copied().collect();
         for id in ids {
@@ -257,15 +263,9 @@ impl Sampler {
                 version: entry.version,
                 trees: Vec::new(),
             };
-            if let Resolved::Pid { pid, start } = w.target {
-                let name = self
-                    .table
-                    .cur
-                    .find_same(pid, start)
-                    .map(|i| self.table.cur.entry(i).comm.clone())
-                    .unwrap_or_default();
-                w.trees
-                    .push(self.tree_state(Tree::new(pid, start), name, &w.labels));
+            if let Resolved::Pid { pid, start, name } = &w.target {
+                let tree = Tree::new(*pid, *start);
+                w.trees.push(self.tree_state(tree, name.clone(), &w.labels));
             }
             self.watches.insert(id, w);
         }
@@ -320,9 +320,11 @@ impl Sampler {
         any_ended && matches!(self.watches[&id].target, Resolved::Pid { .. })
     }
 
-    /// Whether process `i` matches a name watch and no ancestor does.
+    /// Whether process `i` matches a name watch, still runs (a zombie
+    /// would be a tree that ends as it starts, at every tick) and no
+    /// ancestor matches.
     fn is_new_root(&mut self, i: usize, name: &str) -> bool {
-        if !self.name_matches(i, name) {
+        if self.table.cur.entry(i).state == b'Z' || !self.name_matches(i, name) {
             return false;
         }
         let mut parent = self.table.cur.entry(i).ppid;
@@ -369,13 +371,10 @@ impl Sampler {
             .walker
             .totals(&mut t.tree, &self.table.cur, &self.table.prev);
         if totals.processes > 0 || t.emitted {
-            let gpu_bytes = (self.gpus.count() > 0).then(|| {
-                t.tree
-                    .current()
-                    .iter()
-                    .filter_map(|&i| self.gpu_memory.get(&self.table.cur.entry(i).pid))
-                    .sum::<u64>()
-            });
+            let cur = &self.table.cur;
+            let gpu_bytes = self
+                .gpu_memory
+                .sum(t.tree.current().iter().map(|&i| cur.entry(i).pid));
             let mut emit = Emit::new(out, ts, &t.labels);
             emit_tree(&mut emit, &totals, interval, self.units, gpu_bytes);
             t.emitted = true;

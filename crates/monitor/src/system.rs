@@ -96,18 +96,23 @@ pub(crate) fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     })
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
+/// Undoes mountinfo's octal escapes (`\040` for a space); one that is not
+/// a byte (`\777`) is left as it is.
 fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes
+        let byte = bytes
             .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| {
+                let value = d.iter().fold(0u32, |n, &c| n * 8 + u32::from(c - b'0'));
+                u8::try_from(value).ok()
+            });
+        match byte {
+            Some(b) => {
+                out.push(b);
                 i += 4;
             }
             None => {
@@ -180,6 +185,11 @@ mod tests {
         check(
             "41 31 0:38 / /mnt/my\\040cgroups rw - cgroup2 none rw\n",
             Some("/mnt/my cgroups"),
+        );
+        // An escape beyond a byte is not one: kept as written.
+        check(
+            "41 31 0:38 / /mnt/a\\777b\\377\\134 rw - cgroup2 none rw\n",
+            Some("/mnt/a\\777b\u{fffd}\\"),
         );
         check(
             "32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n",

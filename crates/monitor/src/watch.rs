@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use weir_telemetry::Labels;
 
 use crate::error::MonitorError;
-use crate::process::parse_stat;
+use crate::process::{parse_stat, parse_tgid};
 
 /// Which processes a watch follows, each with all its descendants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +25,9 @@ pub enum Target {
 
 impl Target {
     /// Whether the target can be watched now: a `Pid` names a running
-    /// process (a `Name` always can). [`MonitorHandle::watch`] checks the
-    /// same; this lets a caller refuse a bad target before starting
-    /// anything.
+    /// process, not one of its threads (a `Name` always can).
+    /// [`MonitorHandle::watch`] checks the same; this lets a caller refuse
+    /// a bad target before starting anything.
     pub fn check(&self) -> Result<(), MonitorError> {
         resolve(self.clone(), Path::new("/proc")).map(drop)
     }
@@ -36,14 +36,30 @@ impl Target {
 fn resolve(target: Target, proc_root: &Path) -> Result<Resolved, MonitorError> {
     Ok(match target {
         Target::Pid(pid) => {
-            let path = proc_root.join(pid.to_string()).join("stat");
-            let text = std::fs::read(&path).map_err(|_| MonitorError::NoSuchProcess(pid))?;
+            let dir = proc_root.join(pid.to_string());
+            let text =
+                std::fs::read(dir.join("stat")).map_err(|_| MonitorError::NoSuchProcess(pid))?;
             let stat = parse_stat(&text)
                 .filter(|s| s.pid == pid && s.state != b'Z')
                 .ok_or(MonitorError::NoSuchProcess(pid))?;
+            // `/proc/TID` of a thread reads like a process but is not
+            // listed in `/proc`: a watch of it would end at once. A
+            // `status` without `Tgid` (very old kernels) cannot tell: taken
+            // for a process.
+            let status = std::fs::read_to_string(dir.join("status"))
+                .map_err(|_| MonitorError::NoSuchProcess(pid))?;
+            if let Some(tgid) = parse_tgid(&status)
+                && tgid != pid
+            {
+                return Err(MonitorError::Thread {
+                    tid: pid,
+                    pid: tgid,
+                });
+            }
             Resolved::Pid {
                 pid,
                 start: stat.start,
+                name: String::from_utf8_lossy(stat.comm).into_owned(),
             }
         }
         Target::Name(name) => Resolved::Name(name),
@@ -51,10 +67,11 @@ fn resolve(target: Target, proc_root: &Path) -> Result<Resolved, MonitorError> {
 }
 
 /// A target as the registry holds it: a pid pinned to its start time, so a
-/// reused pid is not taken for the watched process.
+/// reused pid is not taken for the watched process, with the name it had
+/// then (its `process` label, even before a scan has seen it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Resolved {
-    Pid { pid: u32, start: u64 },
+    Pid { pid: u32, start: u64, name: String },
     Name(String),
 }
 
@@ -105,8 +122,8 @@ impl MonitorHandle {
 
     /// Watches a process tree from the next tick on, its samples labelled
     /// with `labels` besides host, pid and process name. A `Pid` that does
-    /// not exist (or is already a zombie) is an error; a `Name` matching
-    /// nothing yet is not.
+    /// not exist (or is already a zombie) or is a thread is an error; a
+    /// `Name` matching nothing yet is not.
     pub fn watch(&self, target: Target, labels: Labels) -> Result<Watch, MonitorError> {
         let target = resolve(target, &self.shared.proc_root)?;
         let mut registry = self.registry();

@@ -1,6 +1,7 @@
 //! The monitor on the live system: the library API over the embedded bus
-//! (labels, stopping a watch), a shell's tree, this process's cgroup, a bus
-//! that is down for a while, and the GPU part on whatever this machine has
+//! (labels, stopping a watch), a shell's tree, this process's cgroup, a
+//! thread refused as a target, a bus that is down for a while or stalled
+//! at shutdown, and the GPU part on whatever this machine has
 //! (no NVIDIA driver on the development machines and CI: no GPU samples and
 //! no error).
 
@@ -56,7 +57,9 @@ async fn watches_publish_labelled_samples_until_dropped() {
         gpu: false,
         ..SamplerConfig::default()
     };
-    let monitor = Monitor::spawn(Arc::clone(&bus), config(sampler), shutdown.clone()).unwrap();
+    let monitor = Monitor::spawn(Arc::clone(&bus), config(sampler), shutdown.clone())
+        .await
+        .unwrap();
     let child = spawn("sleep", &["30"]);
     let pid = child.0.id().to_string();
     let labels = Labels::from([
@@ -275,11 +278,14 @@ fn gpus_come_from_nvml_when_a_driver_is_there() {
     eprintln!("{} GPU(s) here", sampler.gpu_count());
 }
 
-/// A bus that refuses publishes while `down`, and keeps what it takes.
+/// A bus that refuses publishes while `down`, never answers while
+/// `stalled` (a broker that hangs), and keeps what it takes.
 #[derive(Debug, Default)]
 struct FlakyBus {
     down: AtomicBool,
+    stalled: AtomicBool,
     refused: AtomicU64,
+    stalls: AtomicU64,
     taken: Mutex<Vec<Message>>,
 }
 
@@ -293,6 +299,10 @@ impl Bus for FlakyBus {
         if self.down.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(BusError::Unavailable("down".into()));
+        }
+        if self.stalled.load(Ordering::SeqCst) {
+            self.stalls.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
         }
         let receipts = messages
             .iter()
@@ -332,7 +342,9 @@ async fn samples_wait_for_a_bus_that_is_down() {
         gpu: false,
         ..SamplerConfig::default()
     };
-    let monitor = Monitor::spawn(bus.clone(), config(sampler), shutdown.clone()).unwrap();
+    let monitor = Monitor::spawn(bus.clone(), config(sampler), shutdown.clone())
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while bus.refused.load(Ordering::SeqCst) < 3 {
         assert!(Instant::now() < deadline, "no publish was tried");
@@ -358,4 +370,74 @@ async fn samples_wait_for_a_bus_that_is_down() {
     assert_eq!(stats.dropped, 0, "{stats:?}");
     assert_eq!(stats.published, stats.samples, "{stats:?}");
     assert_eq!(bus.taken.lock().unwrap().len() as u64, stats.published);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_stalled_bus() {
+    let bus = Arc::new(FlakyBus::default());
+    bus.stalled.store(true, Ordering::SeqCst);
+    let shutdown = CancellationToken::new();
+    let quick_flush = MonitorConfig {
+        final_flush: Duration::from_millis(300),
+        ..config(quiet())
+    };
+    let child = spawn("sleep", &["30"]);
+    let monitor = Monitor::spawn(bus.clone(), quick_flush, shutdown.clone())
+        .await
+        .unwrap();
+    let _watch = monitor
+        .handle()
+        .watch(Target::Pid(child.0.id()), Labels::new())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bus.stalls.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no publish was tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A publish hangs: shutdown still ends once the final flush's time is
+    // up, with every sample counted as dropped.
+    shutdown.cancel();
+    let stats = tokio::time::timeout(Duration::from_secs(20), monitor.join())
+        .await
+        .expect("the monitor waited for the stalled publish")
+        .unwrap();
+    assert!(stats.samples > 0, "{stats:?}");
+    assert_eq!(stats.published, 0, "{stats:?}");
+    assert_eq!(stats.dropped, stats.samples, "{stats:?}");
+}
+
+#[test]
+fn a_thread_is_not_a_process_to_watch() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        // `/proc/thread-self` is `PID/task/TID`.
+        let link = std::fs::read_link("/proc/thread-self").unwrap();
+        let tid: u32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        tx.send(tid).unwrap();
+        let _ = done_rx.recv();
+    });
+    let tid = rx.recv().unwrap();
+    let pid = std::process::id();
+    assert_ne!(tid, pid);
+    let err = Target::Pid(tid).check().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{tid} is a thread of process {pid}, not a process: watch {pid}")
+    );
+    let sampler = Sampler::new(quiet()).unwrap();
+    assert!(
+        sampler
+            .handle()
+            .watch(Target::Pid(tid), Labels::new())
+            .is_err()
+    );
+    assert!(
+        sampler
+            .handle()
+            .watch(Target::Pid(pid), Labels::new())
+            .is_ok()
+    );
+    drop(done_tx);
+    thread.join().unwrap();
 }

@@ -19,7 +19,10 @@
 //! permissioned — as sentinels: 2147483632..=2147483635 for 32-bit fields,
 //! 9223372036854775792..=9223372036854775795 for 64-bit ones, 2^47 + 0..3
 //! for doubles, and `<<<NULL>>>` for strings. Those rows, and rows with an
-//! empty value, are [`Reading::Blank`]: counted, never published.
+//! empty value, are [`Reading::Blank`]: counted, never published. A 64-bit
+//! sentinel written as a float (`9223372036854775792.0`) rounds onto 2^63
+//! like its neighbours, so any float from 2^63 − 1024 up is taken for
+//! `DCGM_INT64_BLANK`; integer text is compared exactly.
 //!
 //! A row that is not valid ([`BadRow`]: wrong field count, bad time, a value
 //! that is not a finite number, broken labels) is reported with the line it
@@ -269,7 +272,10 @@ pub fn gpu_key(labels: &Labels) -> Option<String> {
 /// DCGM's blank sentinels. Integer text is compared exactly as an integer
 /// (the int64 family is not exact in `f64`: 9223372036854775791 would round
 /// onto it); other numbers as doubles against the fp64 family (2^47 + 0..3)
-/// and the int32 family, both exact in `f64`.
+/// and the int32 family, both exact in `f64`. An int64 sentinel written as
+/// a float (`9223372036854775792.0`, `9.223372036854776e18`) rounds onto
+/// 2^63 and cannot be told apart from its neighbours: a float at or past
+/// [`INT64_BLANK_AS_FLOAT`] is [`INT64_BLANK_NAME`].
 const INT32_BLANKS: [(i64, &str); 4] = [
     (2_147_483_632, "DCGM_INT32_BLANK"),
     (2_147_483_633, "DCGM_INT32_NOT_FOUND"),
@@ -282,6 +288,13 @@ const INT64_BLANKS: [(i64, &str); 4] = [
     (9_223_372_036_854_775_794, "DCGM_INT64_NOT_SUPPORTED"),
     (9_223_372_036_854_775_795, "DCGM_INT64_NOT_PERMISSIONED"),
 ];
+/// 2^63 − 1024, the largest `f64` below 2^63: no int64 measurement comes
+/// this close to the type's limit, and the int64 family written as a float
+/// with 13 significant digits or more (`printf`'s `%.17g` has 17) parses
+/// at or above it.
+const INT64_BLANK_AS_FLOAT: f64 = 9_223_372_036_854_774_784.0;
+/// What an int64 sentinel written as a float is taken for.
+const INT64_BLANK_NAME: &str = "DCGM_INT64_BLANK";
 const FP64_BLANKS: [(f64, &str); 4] = [
     (140_737_488_355_328.0, "DCGM_FP64_BLANK"),
     (140_737_488_355_329.0, "DCGM_FP64_NOT_FOUND"),
@@ -300,7 +313,8 @@ pub fn parse_value(text: &str) -> Result<Result<f64, Blank>, String> {
     if text == STR_BLANK {
         return Ok(Err(Blank::Sentinel("DCGM_STR_BLANK")));
     }
-    if let Ok(int) = text.parse::<i64>() {
+    let int = text.parse::<i64>().ok();
+    if let Some(int) = int {
         let blank = INT32_BLANKS.iter().chain(&INT64_BLANKS);
         if let Some((_, name)) = blank.into_iter().find(|(v, _)| *v == int) {
             return Ok(Err(Blank::Sentinel(name)));
@@ -311,6 +325,9 @@ pub fn parse_value(text: &str) -> Result<Result<f64, Blank>, String> {
         .map_err(|_| format!("value {text:?} is not a number"))?;
     if !value.is_finite() {
         return Err(format!("value {text:?} is not a finite number"));
+    }
+    if int.is_none() && value >= INT64_BLANK_AS_FLOAT {
+        return Ok(Err(Blank::Sentinel(INT64_BLANK_NAME)));
     }
     let int32 = INT32_BLANKS.iter().map(|&(v, n)| (v as f64, n));
     if let Some((_, name)) = FP64_BLANKS

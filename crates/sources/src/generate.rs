@@ -30,8 +30,11 @@
 //!  "metadata":{"schema":"order-event/v1","source":"weir-generate","trace_id":"9f86d081884c7d65…"}}
 //! ```
 //!
-//! Messages go out at `hz` per second on fixed deadlines; a seed fixes
-//! every value but the times.
+//! Messages go out at `hz` per second on fixed deadlines; when publishing
+//! takes longer than a period, the messages that fell due meanwhile go out
+//! together in the next publish (up to a batch of 1000), so the rate holds.
+//! Each message gets its own millisecond, so above 1000 per second the
+//! times run ahead of the clock. A seed fixes every value but the times.
 
 mod order;
 mod sensor;
@@ -41,9 +44,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use weir_bus::{Bus, Message};
 
-use crate::PublishError;
-use crate::publish::{Publisher, StopAfter, pump};
+use crate::publish::{Produced, Publisher, StopAfter, pump};
 use crate::rng::Rng;
+use crate::{MIN_RATE, PublishError};
 
 /// Which stream to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +149,18 @@ impl Generator {
     }
 }
 
+/// Messages per publish at most: how far a generator catches up at once.
+const BATCH: usize = 1000;
+
+/// The wait between messages at `hz` per second, if `hz` is a rate
+/// [`MIN_RATE`] or faster.
+fn period(hz: f64) -> Option<Duration> {
+    if !(hz.is_finite() && hz >= MIN_RATE) {
+        return None;
+    }
+    Duration::try_from_secs_f64(1.0 / hz).ok()
+}
+
 /// What a run published.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GenerateSummary {
@@ -160,16 +175,18 @@ pub async fn run(
     published: &mut (dyn FnMut(&Message) + Send),
     shutdown: &CancellationToken,
 ) -> Result<GenerateSummary, GenerateError> {
-    if !(config.hz.is_finite() && config.hz > 0.0) {
-        return Err(GenerateError::Config(format!(
-            "hz must be a positive number of messages per second, not {}",
+    let period = period(config.hz).ok_or_else(|| {
+        GenerateError::Config(format!(
+            "hz must be at least one message a day (1/86400 per second), not {}",
             config.hz
-        )));
-    }
-    let period = Duration::from_secs_f64(1.0 / config.hz);
+        ))
+    })?;
     let mut generator = Generator::new(config);
-    let publisher = Publisher::new(bus, &config.topic, 1000);
-    let mut produce = |now_ms| generator.next_message(now_ms).map(|m| vec![m]);
+    let publisher = Publisher::new(bus, &config.topic, BATCH);
+    let mut produce = |now_ms, out: &mut Vec<Message>| {
+        out.push(generator.next_message(now_ms)?);
+        Ok(Produced::Tick)
+    };
     let pumped = pump(
         &publisher,
         period,

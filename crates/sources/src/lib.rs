@@ -28,7 +28,9 @@
 //!   (xoshiro256**), not a dependency whose stream may change;
 //! - a bad input row is counted and skipped, never fatal; large files are
 //!   streamed, never held in memory;
-//! - at shutdown a publish under way completes and nothing new starts.
+//! - at shutdown nothing new starts, and a publish under way is abandoned:
+//!   it may or may not have landed (delivery is at least once), and is not
+//!   counted as published.
 
 pub mod dcgm;
 pub mod generate;
@@ -37,4 +39,4 @@ pub mod replay;
 mod rng;
 pub mod synth;
 
-pub use publish::{PublishError, StopAfter};
+pub use publish::{MIN_RATE, PublishError, StopAfter};

@@ -32,6 +32,11 @@ pub(crate) struct Sent {
     pub(crate) stopped: bool,
 }
 
+/// The slowest rate a source accepts, per second: one message (or sample)
+/// a day. Slower rates are refused rather than turned into waits that
+/// overflow.
+pub const MIN_RATE: f64 = 1.0 / 86_400.0;
+
 /// First and longest wait between attempts at a batch the transport
 /// refused for now.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -61,8 +66,8 @@ impl<'a> Publisher<'a> {
     }
 
     /// Publishes `messages` in order, in calls of at most `batch`. Stops
-    /// between calls (and during backoff) once `shutdown` fires; what was
-    /// not published by then is dropped.
+    /// once `shutdown` fires, abandoning a call under way (see
+    /// `send_one`); what was not published by then is dropped.
     pub(crate) async fn send(
         &self,
         mut messages: Vec<Message>,
@@ -88,6 +93,12 @@ impl<'a> Publisher<'a> {
     }
 
     /// One call, retried; false when shutdown came first.
+    ///
+    /// Shutdown also abandons a call under way, so a transport that
+    /// accepts the request and then stalls cannot hold Ctrl-C for its
+    /// whole request timeout. An abandoned call may or may not have landed
+    /// (delivery is at least once); it is counted as not published. No
+    /// call starts once shutdown has fired.
     async fn send_one(
         &self,
         messages: Vec<Message>,
@@ -96,7 +107,12 @@ impl<'a> Publisher<'a> {
         let mut backoff = BACKOFF_FIRST;
         loop {
             // The clone is cheap: payloads and keys are `Bytes`.
-            match self.bus.publish_batch(self.topic, messages.clone()).await {
+            let attempt = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(false),
+                r = self.bus.publish_batch(self.topic, messages.clone()) => r,
+            };
+            match attempt {
                 Ok(_) => return Ok(true),
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(topic = self.topic, error = %e, ?backoff,
@@ -126,24 +142,47 @@ pub(crate) async fn sleep_until(deadline: Instant, shutdown: &CancellationToken)
 }
 
 /// Fixed deadlines `start + k·period`, so waiting does not drift with the
-/// time spent between waits. A caller that falls more than a period behind
-/// starts counting again from now rather than bursting to catch up.
+/// time spent between waits.
+///
+/// What happens to deadlines missed while the caller was busy is the
+/// caller's choice: [`Ticker::new`] starts counting again from now once the
+/// caller is more than a period behind, rather than bursting to catch up;
+/// [`Ticker::catching_up`] keeps every deadline, for a caller that claims
+/// the missed ones with [`Ticker::try_tick`] and decides itself when to
+/// [`Ticker::restart`].
 #[derive(Debug)]
 pub(crate) struct Ticker {
     period: Duration,
     next: Option<Instant>,
+    /// How late the next deadline may be before counting starts again from
+    /// now; `None`: never by itself.
+    slack: Option<Duration>,
 }
 
 impl Ticker {
     pub(crate) fn new(period: Duration) -> Ticker {
-        Ticker { period, next: None }
+        Ticker {
+            period,
+            next: None,
+            slack: Some(period),
+        }
     }
 
-    /// Waits for the next deadline (the first is now); false at shutdown.
+    /// A ticker that never skips a deadline by itself.
+    pub(crate) fn catching_up(period: Duration) -> Ticker {
+        Ticker {
+            period,
+            next: None,
+            slack: None,
+        }
+    }
+
+    /// Waits for the next deadline (the first is now) and claims it; a
+    /// deadline already past is claimed at once. False at shutdown.
     pub(crate) async fn tick(&mut self, shutdown: &CancellationToken) -> bool {
         let now = Instant::now();
         let deadline = match self.next {
-            Some(next) if next + self.period >= now => next,
+            Some(next) if self.slack.is_none_or(|slack| next + slack >= now) => next,
             _ => now,
         };
         self.next = Some(deadline + self.period);
@@ -151,6 +190,30 @@ impl Ticker {
             return !shutdown.is_cancelled();
         }
         sleep_until(deadline, shutdown).await
+    }
+
+    /// Claims the next deadline if it has already passed, without waiting:
+    /// a tick missed while the caller was busy. Always true with a zero
+    /// period.
+    pub(crate) fn try_tick(&mut self) -> bool {
+        match self.next {
+            Some(next) if next <= Instant::now() => {
+                self.next = Some(next + self.period);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the next deadline has passed already (never with a zero
+    /// period): the caller is at least a tick behind.
+    pub(crate) fn behind(&self) -> bool {
+        !self.period.is_zero() && self.next.is_some_and(|next| next <= Instant::now())
+    }
+
+    /// Drops the deadlines missed so far: the next tick is now.
+    pub(crate) fn restart(&mut self) {
+        self.next = None;
     }
 }
 
@@ -183,6 +246,20 @@ pub struct StopAfter {
     pub duration: Option<Duration>,
 }
 
+/// What a producer handed to [`pump`] appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Produced {
+    /// The rest of the tick: the next call starts a new one.
+    Tick,
+    /// A part of the tick; more is to come for the same time.
+    More,
+}
+
+/// A generating source's producer, as [`pump`] calls it: append the
+/// messages for this time, and say whether the tick is complete.
+pub(crate) type Produce<'a> =
+    dyn FnMut(i64, &mut Vec<Message>) -> Result<Produced, PublishError> + Send + 'a;
+
 /// What [`pump`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Pumped {
@@ -192,27 +269,37 @@ pub(crate) struct Pumped {
 
 /// The loop of a generating source: every `period` (on fixed deadlines),
 /// `produce` the messages of one tick for a time that strictly increases,
-/// and publish them; with a zero period, as fast as the bus takes them,
-/// ticks coalesced into batches. `published` sees each message once it is
-/// on the bus. Ends at `stop` or shutdown.
+/// and publish them; with a zero period, as fast as the bus takes them.
+/// `published` sees each message once it is on the bus. Ends at `stop` or
+/// shutdown.
+///
+/// `produce` appends messages for the time it is given and says whether
+/// the tick is complete; a large tick comes in parts, each published once
+/// a batch is full, so no more than about a batch is held at once.
+///
+/// Ticks that fall due while a publish is under way are not lost: the next
+/// round produces every tick already due, up to `batch` messages, and
+/// publishes them in one call, so a bus slower than the period still gets
+/// the asked rate as long as one batch a publish can carry it. Beyond that
+/// the missed ticks are dropped, counting starts again from now, and a
+/// warning says so once: a long stall is not followed by a burst.
 pub(crate) async fn pump(
     publisher: &Publisher<'_>,
     period: Duration,
     stop: &StopAfter,
     shutdown: &CancellationToken,
-    produce: &mut (dyn FnMut(i64) -> Result<Vec<Message>, PublishError> + Send),
+    produce: &mut Produce<'_>,
     published: &mut (dyn FnMut(&Message) + Send),
 ) -> Result<Pumped, PublishError> {
     let stop_at = stop.duration.map(|d| Instant::now() + d);
-    let mut ticker = Ticker::new(period);
+    let ticks_left = |out: &Pumped| stop.ticks.is_none_or(|n| out.ticks < n);
+    let time_left = || stop_at.is_none_or(|t| Instant::now() < t);
+    let mut ticker = Ticker::catching_up(period);
     let mut clock = Clock::default();
     let mut pending: Vec<Message> = Vec::new();
     let mut out = Pumped::default();
-    loop {
-        let over = stop_at.is_some_and(|t| Instant::now() >= t);
-        if over || stop.ticks.is_some_and(|n| out.ticks >= n) {
-            break;
-        }
+    let mut warned = false;
+    while ticks_left(&out) && time_left() {
         let ticked = match stop_at {
             Some(t) => tokio::select! {
                 ok = ticker.tick(shutdown) => ok,
@@ -223,29 +310,78 @@ pub(crate) async fn pump(
         if !ticked {
             return Ok(out);
         }
-        pending.extend(produce(clock.stamp())?);
-        out.ticks += 1;
-        let due = !period.is_zero() || pending.len() >= publisher.batch();
-        if due && !send_pending(publisher, &mut pending, &mut out, shutdown, published).await? {
+        // Messages produced in this round: the tick, and those already due.
+        let mut round = 0;
+        loop {
+            let now_ms = clock.stamp();
+            loop {
+                let before = pending.len();
+                let produced = produce(now_ms, &mut pending)?;
+                round += pending.len() - before;
+                if produced == Produced::Tick {
+                    break;
+                }
+                let full = whole_batches(&pending, publisher);
+                if !send_front(publisher, &mut pending, full, &mut out, shutdown, published).await?
+                {
+                    return Ok(out);
+                }
+            }
+            out.ticks += 1;
+            let room = round < publisher.batch() && ticks_left(&out) && time_left();
+            if !(room && ticker.try_tick()) {
+                break;
+            }
+        }
+        // Still behind after a batch's worth: the bus cannot keep up.
+        if ticker.behind() && round >= publisher.batch() {
+            if !warned {
+                tracing::warn!(
+                    topic = publisher.topic,
+                    ?period,
+                    batch = publisher.batch(),
+                    "publishing takes longer than the period, even a batch at a time; \
+                     dropping the ticks missed"
+                );
+                warned = true;
+            }
+            ticker.restart();
+        }
+        // A tick's messages go out on time; as fast as possible, only whole
+        // batches do, and the rest waits for the next ticks.
+        let n = if period.is_zero() {
+            whole_batches(&pending, publisher)
+        } else {
+            pending.len()
+        };
+        if !send_front(publisher, &mut pending, n, &mut out, shutdown, published).await? {
             return Ok(out);
         }
     }
-    send_pending(publisher, &mut pending, &mut out, shutdown, published).await?;
+    let n = pending.len();
+    send_front(publisher, &mut pending, n, &mut out, shutdown, published).await?;
     Ok(out)
 }
 
-/// Publishes `pending`, counts and shows what went out; false at shutdown.
-async fn send_pending(
+/// How many of `pending` fill whole batches.
+fn whole_batches(pending: &[Message], publisher: &Publisher<'_>) -> usize {
+    pending.len() / publisher.batch() * publisher.batch()
+}
+
+/// Publishes the first `n` of `pending`, counts and shows what went out;
+/// false at shutdown.
+async fn send_front(
     publisher: &Publisher<'_>,
     pending: &mut Vec<Message>,
+    n: usize,
     out: &mut Pumped,
     shutdown: &CancellationToken,
     published: &mut (dyn FnMut(&Message) + Send),
 ) -> Result<bool, PublishError> {
-    if pending.is_empty() {
+    if n == 0 {
         return Ok(true);
     }
-    let messages = std::mem::take(pending);
+    let messages: Vec<Message> = pending.drain(..n).collect();
     // Cheap: payloads and keys are `Bytes`.
     let sent = publisher.send(messages.clone(), shutdown).await?;
     out.messages += sent.published;
@@ -258,7 +394,161 @@ async fn send_pending(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use weir_bus::{Receipt, SeekTarget, Stats, SubscribeOptions, Subscription};
+
     use super::*;
+
+    /// A bus that takes its time over each publish (the next of `delays`,
+    /// else `delay`) and records batch sizes.
+    #[derive(Debug, Default)]
+    struct Sink {
+        delays: Mutex<VecDeque<Duration>>,
+        delay: Duration,
+        batches: Mutex<Vec<usize>>,
+    }
+
+    impl Sink {
+        fn published(&self) -> usize {
+            self.batches.lock().unwrap().iter().sum()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Bus for Sink {
+        async fn publish_batch(
+            &self,
+            _topic: &str,
+            messages: Vec<Message>,
+        ) -> weir_bus::Result<Vec<Receipt>> {
+            let delay = self.delays.lock().unwrap().pop_front();
+            tokio::time::sleep(delay.unwrap_or(self.delay)).await;
+            self.batches.lock().unwrap().push(messages.len());
+            Ok(Vec::new())
+        }
+
+        async fn subscribe(
+            &self,
+            _topic: &str,
+            _group: &str,
+            _options: SubscribeOptions,
+        ) -> weir_bus::Result<Box<dyn Subscription>> {
+            Err(BusError::Invalid("publish only".into()))
+        }
+
+        async fn seek(&self, _topic: &str, _group: &str, _to: SeekTarget) -> weir_bus::Result<()> {
+            Err(BusError::Invalid("publish only".into()))
+        }
+
+        async fn stats(&self) -> weir_bus::Result<Stats> {
+            Err(BusError::Invalid("publish only".into()))
+        }
+
+        async fn close(&self) -> weir_bus::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One message per tick.
+    fn one(_now_ms: i64, out: &mut Vec<Message>) -> Result<Produced, PublishError> {
+        out.push(Message::new(&b"{}"[..]));
+        Ok(Produced::Tick)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missed_ticks_are_claimed_or_dropped() {
+        let shutdown = CancellationToken::new();
+        let second = Duration::from_secs(1);
+        let mut ticker = Ticker::catching_up(second);
+        let start = Instant::now();
+        assert!(ticker.tick(&shutdown).await);
+        assert!(!ticker.try_tick() && !ticker.behind());
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        // The deadlines at 1, 2 and 3 s have passed; the one at 4 s has not.
+        assert!(ticker.behind());
+        assert_eq!((0..5).filter(|_| ticker.try_tick()).count(), 3);
+        assert!(!ticker.behind());
+        assert!(ticker.tick(&shutdown).await);
+        assert_eq!(Instant::now() - start, 4 * second);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(ticker.behind());
+        ticker.restart();
+        assert!(ticker.tick(&shutdown).await);
+        assert_eq!(Instant::now() - start, Duration::from_millis(6500));
+        assert!(!ticker.behind());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_stall_is_not_followed_by_a_burst() {
+        // 1000 ticks a second; the first publish takes 5 s, the others 1 ms.
+        let bus = Sink {
+            delays: Mutex::new([Duration::from_secs(5)].into()),
+            delay: Duration::from_millis(1),
+            ..Sink::default()
+        };
+        let publisher = Publisher::new(&bus, "t", 1000);
+        let stop = StopAfter {
+            ticks: None,
+            duration: Some(Duration::from_secs(6)),
+        };
+        let pumped = pump(
+            &publisher,
+            Duration::from_millis(1),
+            &stop,
+            &CancellationToken::new(),
+            &mut one,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        // The first tick; a batch of those missed during the stall, the
+        // other 4000 dropped; then about 1000 in the last second, not the
+        // 5000 the stall missed.
+        let n = pumped.messages;
+        assert!((1990..=2002).contains(&n), "{n} messages");
+        assert_eq!(bus.batches.lock().unwrap()[..2], [1, 1000]);
+        assert_eq!(bus.published() as u64, n);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_larger_than_a_batch_is_published_in_parts() {
+        let bus = Sink::default();
+        let publisher = Publisher::new(&bus, "t", 100);
+        let stop = StopAfter {
+            ticks: Some(3),
+            duration: None,
+        };
+        // Ten parts of 50 messages a tick.
+        let mut part = 0;
+        let mut most_held = 0;
+        let mut produce = |_now_ms, out: &mut Vec<Message>| {
+            most_held = most_held.max(out.len());
+            out.extend((0..50).map(|_| Message::new(&b"{}"[..])));
+            part = (part + 1) % 10;
+            Ok(if part == 0 {
+                Produced::Tick
+            } else {
+                Produced::More
+            })
+        };
+        for period in [Duration::ZERO, Duration::from_secs(1)] {
+            let pumped = pump(
+                &publisher,
+                period,
+                &stop,
+                &CancellationToken::new(),
+                &mut produce,
+                &mut |_| {},
+            )
+            .await
+            .unwrap();
+            assert_eq!((pumped.ticks, pumped.messages), (3, 1500), "{period:?}");
+        }
+        assert!(most_held < 100, "{most_held} messages held at once");
+        assert_eq!(*bus.batches.lock().unwrap(), [100; 30]);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn ticks_on_fixed_deadlines_without_drift() {

@@ -13,7 +13,11 @@
 //! messages (a larger scrape is split).
 //!
 //! Time: by default each scrape is stamped with the time it is published
-//! (milliseconds), strictly after the previous scrape. With
+//! (milliseconds), strictly after the previous scrape: every scrape gets
+//! its own millisecond, since each series needs a time of its own in every
+//! scrape. A replay of more than a thousand scrapes a second (as fast as
+//! possible, a file of small scrapes) therefore runs ahead of the clock,
+//! and comes back to it once it slows down or stops. With
 //! `keep_timestamps` the file's times are kept, and each further pass is
 //! shifted past the previous one by the pass's span plus one interval (the
 //! file's own scrape gap when the interval is zero; at least 1 ms), so that
@@ -21,7 +25,8 @@
 //!
 //! Bad rows are skipped: the first pass logs the first ten
 //! (`FILE line N: reason`) and every pass counts them. The replay stops at
-//! shutdown: a publish under way completes, nothing new starts.
+//! shutdown: nothing new starts, and a publish under way is abandoned (it
+//! may or may not have landed, and is not counted).
 
 mod feed;
 
@@ -34,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use weir_bus::{Bus, Message};
 use weir_telemetry::Sample;
 
+use crate::MIN_RATE;
 use crate::dcgm::{BadRow, DcgmError, Reading, Row, gpu_key};
 use crate::publish::{Clock, PublishError, Publisher, Ticker, sleep_until};
 use feed::{open_reader, read_passes};
@@ -134,10 +140,10 @@ impl Replay {
             return Err(ReplayError::Config("batch must be at least 1".into()));
         }
         if let Some(rate) = config.rate
-            && !(rate.is_finite() && rate > 0.0)
+            && !(rate.is_finite() && rate >= MIN_RATE)
         {
             return Err(ReplayError::Config(format!(
-                "rate must be a positive number of samples per second, not {rate}"
+                "rate must be at least one sample a day (1/86400 per second), not {rate}"
             )));
         }
         if config.passes == Some(0) {
@@ -462,8 +468,18 @@ impl<'a> State<'a> {
         } = &mut self.pace
         {
             let start = *start.get_or_insert_with(Instant::now);
-            let due = start + Duration::from_secs_f64(self.summary.samples as f64 / *per_second);
-            if !sleep_until(due, shutdown).await {
+            let due = Duration::try_from_secs_f64(self.summary.samples as f64 / *per_second)
+                .ok()
+                .and_then(|wait| start.checked_add(wait));
+            let on_time = match due {
+                Some(due) => sleep_until(due, shutdown).await,
+                // Further off than a clock can say: never, in practice.
+                None => {
+                    shutdown.cancelled().await;
+                    false
+                }
+            };
+            if !on_time {
                 self.stopped = true;
                 return Ok(());
             }

@@ -31,7 +31,7 @@ use weir_telemetry::{Labels, Sample};
 
 use crate::PublishError;
 use crate::dcgm::gpu_key;
-use crate::publish::{Publisher, StopAfter, pump};
+use crate::publish::{Produced, Publisher, StopAfter, pump};
 use crate::rng::Rng;
 use gpu::{Gpu, Job, JobKind};
 
@@ -51,6 +51,10 @@ pub const METRICS: [&str; 10] = [
     dcgm::MEM_CLOCK,
 ];
 
+/// The largest fleet worth simulating, and the most `weir stream synth`
+/// accepts: a scrape of 100,000 GPUs is a million samples.
+pub const MAX_GPUS: u64 = 100_000;
+
 /// The shape of a fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetConfig {
@@ -65,6 +69,11 @@ pub struct FleetConfig {
 }
 
 impl FleetConfig {
+    /// GPUs in a fleet of this shape.
+    pub fn gpus(&self) -> u64 {
+        u64::from(self.hosts) * u64::from(self.gpus_per_host)
+    }
+
     pub fn new(hosts: u32, gpus_per_host: u32) -> FleetConfig {
         FleetConfig {
             hosts,
@@ -137,14 +146,31 @@ impl Fleet {
     /// GPU, stamped `now_ms`. A time earlier than the last scrape's reads
     /// the fleet again without moving it.
     pub fn scrape(&mut self, now_ms: i64) -> Vec<Sample> {
+        self.advance_to(now_ms);
+        let mut out = Vec::with_capacity(self.gpus.len() * METRICS.len());
+        for host in 0..self.config.hosts as usize {
+            self.read_host(host, now_ms, &mut |s| out.push(s));
+        }
+        out
+    }
+
+    /// Moves the fleet to `now_ms` (not back: an earlier time leaves it
+    /// where it is), ready for [`Fleet::read_host`].
+    fn advance_to(&mut self, now_ms: i64) {
         let dt = match self.last_ms {
             Some(last) => (now_ms - last).max(0) as f64 / 1000.0,
             None => 0.0,
         };
         self.last_ms = Some(self.last_ms.map_or(now_ms, |last| last.max(now_ms)));
         self.advance(dt);
-        let mut out = Vec::with_capacity(self.gpus.len() * METRICS.len());
-        for (labels, gpu) in &self.gpus {
+    }
+
+    /// The samples of one host's GPUs as they are now, stamped `now_ms`,
+    /// in scrape order.
+    fn read_host(&self, host: usize, now_ms: i64, out: &mut dyn FnMut(Sample)) {
+        let per_host = self.config.gpus_per_host as usize;
+        let gpus = self.gpus.iter().skip(host * per_host).take(per_host);
+        for (labels, gpu) in gpus {
             let r = gpu.reading();
             let values = [
                 r.util,
@@ -159,7 +185,7 @@ impl Fleet {
                 r.mem_clock,
             ];
             for (metric, value) in METRICS.into_iter().zip(values) {
-                out.push(Sample {
+                out(Sample {
                     metric: metric.to_string(),
                     value,
                     ts: now_ms,
@@ -167,7 +193,6 @@ impl Fleet {
                 });
             }
         }
-        out
     }
 
     /// The fleet as if it had been running before the first scrape: a
@@ -292,6 +317,9 @@ pub struct StreamSummary {
 
 /// Publishes the fleet's scrapes, each sample keyed by its GPU's UUID,
 /// until `config.stop` or `shutdown`. Scrape times strictly increase.
+///
+/// A scrape is encoded and published host by host, so what is held at
+/// once is about a batch of messages, whatever the fleet's size.
 pub async fn stream(
     bus: &dyn Bus,
     fleet: &mut Fleet,
@@ -299,19 +327,33 @@ pub async fn stream(
     shutdown: &CancellationToken,
 ) -> Result<StreamSummary, PublishError> {
     let publisher = Publisher::new(bus, &config.topic, config.batch);
-    let mut encode = |now_ms: i64| {
-        fleet
-            .scrape(now_ms)
-            .iter()
-            .map(|s| {
-                let payload = s
-                    .encode()
-                    .map_err(|e| PublishError::Encode(e.to_string()))?;
+    let hosts = fleet.config.hosts as usize;
+    // The next host of the scrape under way.
+    let mut next_host = 0;
+    let mut encode = |now_ms: i64, out: &mut Vec<Message>| {
+        if next_host == 0 {
+            fleet.advance_to(now_ms);
+        }
+        let mut failed = None;
+        fleet.read_host(next_host, now_ms, &mut |s| match s.encode() {
+            Ok(payload) => {
                 let mut message = Message::new(payload);
                 message.key = gpu_key(&s.labels).map(Into::into);
-                Ok(message)
-            })
-            .collect()
+                out.push(message);
+            }
+            Err(e) => {
+                failed.get_or_insert_with(|| PublishError::Encode(e.to_string()));
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        next_host += 1;
+        if next_host < hosts {
+            return Ok(Produced::More);
+        }
+        next_host = 0;
+        Ok(Produced::Tick)
     };
     let pumped = pump(
         &publisher,

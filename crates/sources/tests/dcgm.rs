@@ -180,6 +180,15 @@ fn blank_sentinels_are_told_apart_from_values() {
         ("140737488355328", "blank DCGM_FP64_BLANK"),
         ("140737488355329.0", "blank DCGM_FP64_NOT_FOUND"),
         ("1.40737488355331e14", "blank DCGM_FP64_NOT_PERMISSIONED"),
+        // The int64 family written as floats rounds onto 2^63, where the
+        // four cannot be told apart.
+        ("9223372036854775792.0", "blank DCGM_INT64_BLANK"),
+        ("9223372036854775795.0", "blank DCGM_INT64_BLANK"),
+        ("9.2233720368547758e18", "blank DCGM_INT64_BLANK"),
+        ("9.223372036854776E+18", "blank DCGM_INT64_BLANK"),
+        ("9.223372036855e18", "blank DCGM_INT64_BLANK"),
+        ("9223372036854775808", "blank DCGM_INT64_BLANK"),
+        ("9223372036854774784.0", "blank DCGM_INT64_BLANK"),
     ];
     for (value, want) in cases {
         check(&row(value, ""), &[&format!("2: {want}")]);
@@ -190,7 +199,11 @@ fn blank_sentinels_are_told_apart_from_values() {
         "2147483631",
         "2147483636",
         "9223372036854775791",
+        "9223372036854774784",
+        "9223372036854775807",
+        "9.2233720368547e18",
         "140737488355332",
+        "-9223372036854775792.0",
     ] {
         let got = describe(
             Reader::new(format!("{HEADER}{}", row(value, "")).as_bytes())
@@ -311,6 +324,53 @@ fn headers_are_found_by_name_or_refused_in_one_line() {
         let err = Reader::new(text.as_bytes()).unwrap_err().to_string();
         assert_eq!(err, want);
         assert!(!err.contains('\n'));
+    }
+}
+
+#[test]
+fn a_line_of_megabytes_is_a_bad_row_and_the_rest_is_read() {
+    let good = row("5", "");
+    let long = format!("\"2025-07-18T20:42:34Z\",{}\n", "x".repeat(3 << 20));
+    let body = [good.as_str(), &long, &good].concat();
+    let ok = format!("DCGM_FI_DEV_GPU_UTIL 5 {{{BASE}}}");
+    check(
+        &body,
+        &[
+            &format!("2: {ok}"),
+            "bad line 3: the line runs past 1024 KiB without a line break (not a CSV file?)",
+            &format!("4: {ok}"),
+        ],
+    );
+}
+
+#[test]
+fn binary_files_are_not_exports() {
+    // Bytes like a compressed file's: a few megabytes, no line break, and
+    // the same with line breaks here and there.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let junk: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    let flat: Vec<u8> = junk
+        .iter()
+        .map(|&b| if b == b'\n' { 0 } else { b })
+        .collect();
+    let cases: [(&[u8], &str); 2] = [
+        (
+            &flat,
+            "line 1: not a DCGM export: the line runs past 1024 KiB without a line break (not a CSV file?)",
+        ),
+        (&junk, ": not a DCGM export: "),
+    ];
+    for (input, want) in cases {
+        let err = Reader::new(input).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+        assert!(err.starts_with("line ") && !err.contains('\n'), "{err}");
     }
 }
 

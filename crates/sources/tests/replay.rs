@@ -395,14 +395,55 @@ async fn a_file_that_is_not_an_export_is_refused_before_anything_is_sent() {
         message.starts_with(&format!("cannot open {}: ", missing.display())),
         "{message}"
     );
+    // Rates slower than a sample a day would overflow a wait.
+    for rate in [0.0, 1e-300, 1.0 / 86_401.0, f64::NAN] {
+        let config = ReplayConfig {
+            rate: Some(rate),
+            ..ReplayConfig::default()
+        };
+        let err = Replay::open(&sample_path(), config).unwrap_err();
+        assert!(
+            matches!(&err, ReplayError::Config(m) if m.contains("at least one sample a day")),
+            "{rate}: {err}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_slowest_rate_waits_a_day_a_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = embedded(dir.path()).await;
     let config = ReplayConfig {
-        rate: Some(0.0),
+        rate: Some(1.0 / 86_400.0),
+        // One pass: the reading thread is done at once (paused time does
+        // not move while a blocking task runs).
+        passes: Some(1),
         ..ReplayConfig::default()
     };
-    assert!(matches!(
-        Replay::open(&sample_path(), config),
-        Err(ReplayError::Config(_))
-    ));
+    let shutdown = CancellationToken::new();
+    let start = tokio::time::Instant::now();
+    let published = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&published);
+    let run = {
+        let (bus, shutdown) = (Arc::clone(&bus), shutdown.clone());
+        tokio::spawn(async move {
+            let replay = Replay::open(&sample_path(), config).unwrap();
+            let mut progress = |p: &weir_sources::replay::ReplayProgress| {
+                seen.store(p.totals.samples, Ordering::SeqCst);
+            };
+            replay.run(&*bus, &mut progress, &shutdown).await
+        })
+    };
+    // One sample at once, the next a day later, and so on.
+    while published.load(Ordering::SeqCst) < 3 {
+        assert!(tokio::time::Instant::now() - start < Duration::from_secs(10 * 86_400));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    assert!(tokio::time::Instant::now() - start >= Duration::from_secs(2 * 86_400));
+    shutdown.cancel();
+    let summary = run.await.unwrap().unwrap();
+    assert_eq!(summary.samples, 3);
+    bus.close().await.unwrap();
 }
 
 #[tokio::test]

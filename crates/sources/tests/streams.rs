@@ -3,12 +3,17 @@
 //! stop at their limits.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use weir_bus::{Bus, ConnectOptions};
+use weir_bus::{
+    Bus, BusError, ConnectOptions, Message, Receipt, SeekTarget, Stats, SubscribeOptions,
+    Subscription,
+};
 use weir_sources::StopAfter;
-use weir_sources::generate::{self, GenerateConfig, Kind};
+use weir_sources::generate::{self, GenerateConfig, GenerateError, Kind};
 use weir_sources::synth::{self, FB_MIB, Fleet, FleetConfig, StreamConfig};
 use weir_telemetry::Sample;
 
@@ -152,4 +157,136 @@ async fn a_duration_limit_ends_a_stream_and_a_seed_fixes_the_values() {
     };
     assert_eq!(values(1), values(1));
     assert_ne!(values(1), values(2));
+}
+
+/// A bus that takes `delay` over every publish (forever with `None`, like
+/// a broker that accepted the connection and stalls) and counts messages.
+#[derive(Debug)]
+struct Slow {
+    delay: Option<Duration>,
+    published: AtomicU64,
+}
+
+impl Slow {
+    fn new(delay: Option<Duration>) -> Slow {
+        Slow {
+            delay,
+            published: AtomicU64::new(0),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for Slow {
+    async fn publish_batch(
+        &self,
+        _topic: &str,
+        messages: Vec<Message>,
+    ) -> weir_bus::Result<Vec<Receipt>> {
+        match self.delay {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => std::future::pending().await,
+        }
+        self.published
+            .fetch_add(messages.len() as u64, Ordering::SeqCst);
+        Ok(Vec::new())
+    }
+
+    async fn subscribe(
+        &self,
+        _topic: &str,
+        _group: &str,
+        _options: SubscribeOptions,
+    ) -> weir_bus::Result<Box<dyn Subscription>> {
+        Err(BusError::Invalid("publish only".into()))
+    }
+
+    async fn seek(&self, _topic: &str, _group: &str, _to: SeekTarget) -> weir_bus::Result<()> {
+        Err(BusError::Invalid("publish only".into()))
+    }
+
+    async fn stats(&self) -> weir_bus::Result<Stats> {
+        Err(BusError::Invalid("publish only".into()))
+    }
+
+    async fn close(&self) -> weir_bus::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_generator_keeps_its_rate_when_a_publish_takes_longer_than_a_period() {
+    // 1000 messages a second over a bus that takes 35 periods a publish.
+    let bus = Slow::new(Some(Duration::from_millis(35)));
+    let config = GenerateConfig {
+        hz: 1000.0,
+        stop: StopAfter {
+            ticks: None,
+            duration: Some(Duration::from_secs(2)),
+        },
+        ..GenerateConfig::new(Kind::Sensor)
+    };
+    let summary = generate::run(&bus, &config, &mut |_| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    // What fell due during the last publish may miss the deadline: at most
+    // 35 messages short of 2000, not one message per publish (about 57).
+    let n = summary.messages;
+    assert!(
+        (2000 - 36..=2000).contains(&n),
+        "{n} messages in 2 s at 1000 Hz"
+    );
+    assert_eq!(bus.published.load(Ordering::SeqCst), n);
+}
+
+#[tokio::test]
+async fn shutdown_abandons_a_publish_that_stalls() {
+    let bus = Arc::new(Slow::new(None));
+    let shutdown = CancellationToken::new();
+    let run = {
+        let (bus, shutdown) = (Arc::clone(&bus), shutdown.clone());
+        tokio::spawn(async move {
+            let config = GenerateConfig::new(Kind::Complex);
+            generate::run(&*bus, &config, &mut |_| {}, &shutdown).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    shutdown.cancel();
+    let summary = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("shutdown ends a stalled publish")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.messages, 0, "an abandoned publish is not counted");
+}
+
+#[tokio::test]
+async fn rates_too_slow_to_wait_for_are_refused() {
+    let bus = Slow::new(Some(Duration::ZERO));
+    for hz in [1e-30, 0.0, -1.0, f64::NAN, 1.0 / 86_401.0] {
+        let config = GenerateConfig {
+            hz,
+            ..GenerateConfig::new(Kind::Sensor)
+        };
+        let err = generate::run(&bus, &config, &mut |_| {}, &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, GenerateError::Config(m) if m.contains("at least one message a day")),
+            "{hz}: {err}"
+        );
+    }
+    // One a day is accepted: the first message goes at once.
+    let config = GenerateConfig {
+        hz: 1.0 / 86_400.0,
+        stop: StopAfter {
+            ticks: Some(1),
+            duration: None,
+        },
+        ..GenerateConfig::new(Kind::Sensor)
+    };
+    let summary = generate::run(&bus, &config, &mut |_| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(summary.messages, 1);
 }

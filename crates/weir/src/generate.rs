@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use tokio_util::sync::CancellationToken;
-use weir_sources::StopAfter;
 use weir_sources::generate::{GenerateConfig, Kind};
+use weir_sources::{MIN_RATE, StopAfter};
 
 use crate::options::{BusOptions, parse_duration};
 use crate::signal::stop_on_signal;
@@ -54,11 +54,12 @@ pub(crate) struct GenerateArgs {
     quiet: bool,
 }
 
+/// Messages per second, from one a day to a million.
 fn parse_hz(s: &str) -> anyhow::Result<f64> {
     match s.trim().parse::<f64>() {
-        Ok(hz) if hz.is_finite() && hz > 0.0 && hz <= 1e6 => Ok(hz),
+        Ok(hz) if hz.is_finite() && (MIN_RATE..=1e6).contains(&hz) => Ok(hz),
         _ => Err(anyhow!(
-            "expected messages per second between 0 and 1000000, like 1 or 0.5, not {s:?}"
+            "expected messages per second from 1/86400 (one a day) to 1000000, like 1 or 0.5, not {s:?}"
         )),
     }
 }

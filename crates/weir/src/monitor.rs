@@ -2,7 +2,14 @@
 //! GPUs at an interval and publishes them to the bus, until Ctrl-C or
 //! SIGTERM, `--for`, the end of every `--pid` it watches, or the end of the
 //! command it launched (`weir monitor -- CMD ARGS`), whose exit code it
-//! then exits with.
+//! then exits with (128 + the signal when a signal ended it, as a shell
+//! says).
+//!
+//! A launched command is stopped with weir: on Ctrl-C or SIGTERM it gets
+//! SIGTERM (a terminal's Ctrl-C has reached it already; a `kill` of weir
+//! has not), then [`GRACE`] to end before SIGKILL; at the end of `--for`,
+//! SIGKILL. Every watch is kept until the monitor's last sample, so a
+//! command's or a process's last interval is published.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,6 +17,8 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use nix::sys::signal::Signal as Kill;
+use nix::unistd::Pid;
 use tokio::signal::unix::{Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use weir_monitor::{Monitor, MonitorConfig, MonitorError, SamplerConfig, Target, Watch};
@@ -19,7 +28,7 @@ use crate::options::{BusOptions, parse_duration};
 use crate::signal::stop_on_signal;
 
 /// How long a launched command may take to end after Ctrl-C or SIGTERM
-/// (which a terminal sends it too) before it is killed.
+/// (passed on to it) before it is killed.
 const GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
@@ -58,7 +67,8 @@ pub(crate) struct MonitorArgs {
     /// Stop after this long (a launched command still running is killed).
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     duration: Option<Duration>,
-    /// A command to launch and watch; weir exits with its exit code.
+    /// A command to launch and watch; weir exits with its exit code. Ctrl-C
+    /// or SIGTERM sends it SIGTERM, and SIGKILL 10 s later.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
 }
@@ -95,16 +105,20 @@ pub(crate) async fn run(args: MonitorArgs) -> anyhow::Result<()> {
         tokio::signal::unix::signal(SignalKind::child()).context("listening for SIGCHLD")?;
     let bus = args.bus.connect().await?;
     let shutdown = CancellationToken::new();
-    let monitor = match Monitor::spawn(bus.clone(), config, shutdown.clone()) {
+    let monitor = match Monitor::spawn(bus.clone(), config, shutdown.clone()).await {
         Ok(m) => m,
         Err(e @ MonitorError::Cgroup { .. }) => return Err(UsageError(e.to_string()).into()),
         Err(e) => return Err(e).context("starting the monitor"),
     };
-    let result = watch(&args, &monitor, &mut sigchld).await;
+    let mut watched = Watched::default();
+    let result = watch(&args, &monitor, &mut watched, &mut sigchld).await;
     shutdown.cancel();
     let stats = monitor.join().await.context("stopping the monitor")?;
+    // Only now, after the last sample, may the watches go.
+    let Watched { child, .. } = watched;
+    result?;
     // The command is a zombie now (or was killed): this returns at once.
-    let status = match result? {
+    let status = match child {
         Some(mut child) => Some(child.wait().context("waiting for the command")?),
         None => None,
     };
@@ -122,41 +136,52 @@ pub(crate) async fn run(args: MonitorArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Registers the watches and waits for the end: a signal, `--for`, every
-/// `--pid` ended, or the launched command ended (a zombie, not reaped yet,
-/// so that the last sample still sees it).
+/// What `weir monitor` holds while it runs: the watches, which must live
+/// until the monitor's last tick (a dropped [`Watch`] is not sampled
+/// again), and the launched command, reaped only after that tick.
+#[derive(Debug, Default)]
+struct Watched {
+    /// The `--pid` watches, whose ends end monitoring.
+    pids: Vec<Watch>,
+    /// The `--name` watches and the command's.
+    others: Vec<Watch>,
+    child: Option<Child>,
+}
+
+/// Registers the watches (into `watched`) and waits for the end: a signal,
+/// `--for`, every `--pid` ended, or the launched command ended (a zombie,
+/// not reaped yet, so that the last sample still sees it).
 async fn watch(
     args: &MonitorArgs,
     monitor: &Monitor,
+    watched: &mut Watched,
     sigchld: &mut Signal,
-) -> anyhow::Result<Option<Child>> {
+) -> anyhow::Result<()> {
     let handle = monitor.handle();
     let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
-    let mut pid_watches: Vec<Watch> = Vec::new();
     for &pid in &args.pids {
         let w = handle
             .watch(Target::Pid(pid), labels.clone())
             .map_err(|e| UsageError(e.to_string()))?;
-        pid_watches.push(w);
+        watched.pids.push(w);
     }
-    let _name_watches = args
-        .names
-        .iter()
-        .map(|n| handle.watch(Target::Name(n.clone()), labels.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut child = match args.command.split_first() {
-        Some((program, rest)) => Some(
-            Command::new(program)
-                .args(rest)
-                .spawn()
-                .with_context(|| format!("launching {program}"))?,
-        ),
-        None => None,
-    };
-    // A command that ended before it could be watched has nothing to show.
-    let _command_watch = child
-        .as_ref()
-        .and_then(|c| handle.watch(Target::Pid(c.id()), labels.clone()).ok());
+    for name in &args.names {
+        let w = handle.watch(Target::Name(name.clone()), labels.clone())?;
+        watched.others.push(w);
+    }
+    if let Some((program, rest)) = args.command.split_first() {
+        let child = Command::new(program)
+            .args(rest)
+            .spawn()
+            .with_context(|| format!("launching {program}"))?;
+        // A command that ended before it could be watched has nothing to
+        // show.
+        watched
+            .others
+            .extend(handle.watch(Target::Pid(child.id()), labels.clone()).ok());
+        watched.child = Some(child);
+    }
+    let Watched { pids, child, .. } = watched;
     eprintln!(
         "weir monitor: every {} to {} on {}: host {}{}, {} GPU(s){}{}{}{}",
         humanize(args.interval),
@@ -197,34 +222,51 @@ async fn watch(
         if let Some(pid) = pid
             && has_ended(pid)
         {
-            return Ok(child);
+            return Ok(());
         }
-        if child.is_none() && only_pids && pid_watches.iter().all(Watch::is_ended) {
+        if child.is_none() && only_pids && pids.iter().all(Watch::is_ended) {
             eprintln!("weir monitor: every watched process has ended");
-            return Ok(None);
+            return Ok(());
         }
         tokio::select! {
             _ = sigchld.recv() => {}
             _ = poll.tick() => {}
             _ = &mut time_up => {
-                if let Some(c) = &mut child {
+                if let Some(c) = child.as_mut() {
                     eprintln!("weir monitor: time is up; killing {}", args.command.join(" "));
                     c.kill().context("killing the command")?;
                     wait_for_end(c.id(), sigchld, GRACE).await;
                 }
-                return Ok(child);
+                return Ok(());
             }
             _ = signalled.cancelled() => {
-                if let Some(c) = &mut child
-                    && !wait_for_end(c.id(), sigchld, GRACE).await
-                {
-                    eprintln!("weir monitor: {} did not stop; killing it", args.command.join(" "));
-                    c.kill().context("killing the command")?;
-                    wait_for_end(c.id(), sigchld, GRACE).await;
+                if let Some(c) = child.as_mut() {
+                    // A terminal's Ctrl-C reached the command already; a
+                    // SIGTERM sent to weir alone did not.
+                    terminate(c.id());
+                    if !wait_for_end(c.id(), sigchld, GRACE).await {
+                        eprintln!(
+                            "weir monitor: {} did not stop; killing it",
+                            args.command.join(" ")
+                        );
+                        c.kill().context("killing the command")?;
+                        wait_for_end(c.id(), sigchld, GRACE).await;
+                    }
                 }
-                return Ok(child);
+                return Ok(());
             }
         }
+    }
+}
+
+/// Sends SIGTERM to a child of ours. It is not reaped before monitoring
+/// ends, so its pid cannot be another process's yet.
+fn terminate(pid: u32) {
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    if let Err(e) = nix::sys::signal::kill(Pid::from_raw(raw), Kill::SIGTERM) {
+        tracing::debug!("SIGTERM to {pid}: {e}");
     }
 }
 

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
-use weir_sources::StopAfter;
 use weir_sources::replay::{Replay, ReplayConfig, ReplayProgress};
 use weir_sources::synth::{self, Fleet, FleetConfig, StreamConfig};
+use weir_sources::{MIN_RATE, StopAfter};
 
+use crate::UsageError;
 use crate::options::{BusOptions, parse_duration};
 use crate::signal::stop_on_signal;
 
@@ -63,7 +64,8 @@ pub(crate) struct DcgmArgs {
 pub(crate) struct SynthArgs {
     #[command(flatten)]
     bus: BusOptions,
-    /// Hosts in the fleet (`synth-host-000`, …).
+    /// Hosts in the fleet (`synth-host-000`, …); hosts × GPUs per host is
+    /// at most 100,000.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     hosts: u32,
     /// GPUs per host.
@@ -98,13 +100,14 @@ fn parse_interval(s: &str) -> anyhow::Result<Duration> {
     parse_duration(s)
 }
 
-/// Samples per second: `500` or `500/s`.
+/// Samples per second: `500` or `500/s`, at least one a day.
 fn parse_rate(s: &str) -> anyhow::Result<f64> {
     let n = s.trim().strip_suffix("/s").unwrap_or(s.trim());
     match n.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        Ok(rate) if rate.is_finite() && rate >= MIN_RATE => Ok(rate),
         _ => Err(anyhow!(
-            "expected a positive number of samples per second, like 500 or 500/s, not {s:?}"
+            "expected a positive number of samples per second, at least 1/86400 (one a day), \
+             like 500 or 500/s, not {s:?}"
         )),
     }
 }
@@ -180,10 +183,21 @@ fn progress_bar(bytes: u64) -> ProgressBar {
 }
 
 async fn synthesize(args: SynthArgs) -> anyhow::Result<()> {
-    let mut fleet = Fleet::new(FleetConfig {
+    let shape = FleetConfig {
         seed: args.seed,
         ..FleetConfig::new(args.hosts, args.gpus_per_host)
-    });
+    };
+    if shape.gpus() > synth::MAX_GPUS {
+        return Err(UsageError(format!(
+            "--hosts {} x --gpus-per-host {} is {} GPUs; at most {} are simulated",
+            args.hosts,
+            args.gpus_per_host,
+            shape.gpus(),
+            synth::MAX_GPUS
+        ))
+        .into());
+    }
+    let mut fleet = Fleet::new(shape);
     let config = StreamConfig {
         topic: args.topic,
         interval: args.interval,

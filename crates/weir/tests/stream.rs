@@ -125,6 +125,40 @@ fn bad_files_and_flags_are_one_line_errors() {
         ),
         (&["stream", "synth", "--hosts", "0"], 2, "--hosts"),
         (
+            &[
+                "stream",
+                "synth",
+                "--hosts",
+                "100000",
+                "--gpus-per-host",
+                "64",
+            ],
+            2,
+            "--hosts 100000 x --gpus-per-host 64 is 6400000 GPUs; at most 100000",
+        ),
+        (
+            &[
+                "stream",
+                "synth",
+                "--hosts",
+                "12501",
+                "--gpus-per-host",
+                "8",
+            ],
+            2,
+            "is 100008 GPUs",
+        ),
+        (
+            &["stream", "dcgm", "--csv", csv, "--rate", "1e-300"],
+            2,
+            "at least 1/86400",
+        ),
+        (
+            &["generate", "sensor", "--hz", "1e-30"],
+            2,
+            "expected messages per second from 1/86400",
+        ),
+        (
             &["generate", "sensor", "--hz", "0"],
             2,
             "expected messages per second",

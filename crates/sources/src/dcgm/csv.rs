@@ -10,13 +10,20 @@
 //! Line numbers count physical lines from 1; a record is named by the line
 //! it starts on. A record that cannot be read (text after a closing quote,
 //! bytes that are not UTF-8, a quoted field never closed within
-//! [`MAX_RECORD_BYTES`]) is reported with its line and skipped: the reader
-//! carries on with the next line, so one damaged row never ends a file.
+//! [`MAX_RECORD_BYTES`], a physical line longer than that) is reported with
+//! its line and skipped: the reader carries on with the next line, so one
+//! damaged row never ends a file.
+//!
+//! Memory is bounded whatever the input: a line is read at most
+//! [`MAX_RECORD_BYTES`] at a time, and the rest of a longer one (a
+//! compressed file, a file with no line breaks) is skipped up to the next
+//! line break without being held.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read as _};
 
-/// The longest record accepted. A stray quote would otherwise swallow the
-/// rest of the file into one field held in memory.
+/// The longest record, and the longest physical line, accepted. A stray
+/// quote or a file without line breaks would otherwise be read whole into
+/// memory.
 pub(crate) const MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// One record: its fields and the line it starts on.
@@ -59,15 +66,33 @@ pub(crate) struct Records<R> {
     /// Bytes read so far, for progress.
     bytes: u64,
     buf: Vec<u8>,
+    /// The longest record and the longest line, in bytes.
+    limit: usize,
+}
+
+/// What reading a physical line gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// A line is in `buf`.
+    Read,
+    /// The line ran past the limit; it was skipped up to its line break.
+    TooLong,
+    End,
 }
 
 impl<R: BufRead> Records<R> {
     pub(crate) fn new(input: R) -> Records<R> {
+        Records::with_limit(input, MAX_RECORD_BYTES)
+    }
+
+    /// A reader refusing records and lines longer than `limit` bytes.
+    pub(crate) fn with_limit(input: R, limit: usize) -> Records<R> {
         Records {
             input,
             line: 0,
             bytes: 0,
             buf: Vec::new(),
+            limit: limit.max(1),
         }
     }
 
@@ -76,19 +101,52 @@ impl<R: BufRead> Records<R> {
         self.bytes
     }
 
-    /// Reads one physical line into `buf`; false at the end of the input.
-    fn next_line(&mut self) -> io::Result<bool> {
+    /// Reads one physical line into `buf`, at most `limit` bytes of it
+    /// (line break included).
+    fn next_line(&mut self) -> io::Result<Line> {
         self.buf.clear();
-        let n = self.input.read_until(b'\n', &mut self.buf)?;
+        let most = self.limit as u64 + 1;
+        let n = (&mut self.input)
+            .take(most)
+            .read_until(b'\n', &mut self.buf)?;
         if n == 0 {
-            return Ok(false);
+            return Ok(Line::End);
         }
         self.bytes += n as u64;
         self.line += 1;
+        if n > self.limit && !self.buf.ends_with(b"\n") {
+            self.buf.clear();
+            self.skip_line()?;
+            return Ok(Line::TooLong);
+        }
         if self.line == 1 && self.buf.starts_with(b"\xEF\xBB\xBF") {
             self.buf.drain(..3);
         }
-        Ok(true)
+        Ok(Line::Read)
+    }
+
+    /// Consumes input up to and including the next line break, holding
+    /// none of it.
+    fn skip_line(&mut self) -> io::Result<()> {
+        loop {
+            let available = match self.input.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                return Ok(());
+            }
+            let (used, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (available.len(), false),
+            };
+            self.input.consume(used);
+            self.bytes += used as u64;
+            if done {
+                return Ok(());
+            }
+        }
     }
 
     /// The next record, or `None` at the end of the input.
@@ -101,9 +159,23 @@ impl<R: BufRead> Records<R> {
         let mut error: Option<String> = None;
         loop {
             match self.next_line() {
-                Ok(true) => {}
-                Ok(false) if start == 0 => return None,
-                Ok(false) => {
+                Ok(Line::Read) => {}
+                Ok(Line::TooLong) => {
+                    // Name the long line when the record started before it.
+                    let (line, which) = match start {
+                        0 => (self.line, "the line".to_string()),
+                        start => (start, format!("line {}", self.line)),
+                    };
+                    return Some(Read::Bad {
+                        line,
+                        reason: format!(
+                            "{which} runs past {} without a line break (not a CSV file?)",
+                            size_text(self.limit)
+                        ),
+                    });
+                }
+                Ok(Line::End) if start == 0 => return None,
+                Ok(Line::End) => {
                     return Some(Read::Bad {
                         line: start,
                         reason: "a quoted field is never closed".into(),
@@ -156,12 +228,12 @@ impl<R: BufRead> Records<R> {
                 };
             }
             if state == State::Quoted {
-                if size > MAX_RECORD_BYTES {
+                if size > self.limit {
                     return Some(Read::Bad {
                         line: start,
                         reason: format!(
-                            "a quoted field runs past {} KiB (an unclosed quote?)",
-                            MAX_RECORD_BYTES >> 10
+                            "a quoted field runs past {} (an unclosed quote?)",
+                            size_text(self.limit)
                         ),
                     });
                 }
@@ -180,6 +252,15 @@ impl<R: BufRead> Records<R> {
                 }),
             });
         }
+    }
+}
+
+/// `1024 KiB`, or `100 bytes` below a KiB.
+fn size_text(bytes: usize) -> String {
+    if bytes >= 1024 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
     }
 }
 
@@ -214,7 +295,12 @@ mod tests {
 
     /// Every record of `input`, as `line: field|field` or `line: bad: why`.
     fn check(input: &[u8], want: &[&str]) {
-        let mut records = Records::new(input);
+        check_with(MAX_RECORD_BYTES, input, want);
+    }
+
+    /// [`check`] with records and lines of at most `limit` bytes.
+    fn check_with(limit: usize, input: &[u8], want: &[&str]) {
+        let mut records = Records::with_limit(input, limit);
         let mut got = Vec::new();
         while let Some(read) = records.next_record() {
             got.push(match read {
@@ -286,5 +372,73 @@ mod tests {
         };
         assert_eq!(line, 1);
         assert!(reason.contains("unclosed quote"), "{reason}");
+    }
+
+    #[test]
+    fn overlong_lines_are_reported_and_skipped() {
+        let long = |n: usize| vec![b'x'; n];
+        let too_long = "runs past 16 bytes without a line break (not a CSV file?)";
+        let cases: [(Vec<u8>, Vec<String>); 5] = [
+            // 16 bytes and the line break fit; 17 do not.
+            (
+                [&long(16)[..], b"\na,b\n"].concat(),
+                vec!["1: xxxxxxxxxxxxxxxx".into(), "2: a|b".into()],
+            ),
+            (
+                [b"a,b\n", &long(17)[..], b"\nc,d\n"].concat(),
+                vec![
+                    "1: a|b".into(),
+                    format!("2: bad: the line {too_long}"),
+                    "3: c|d".into(),
+                ],
+            ),
+            // The last line, without a line break.
+            (
+                [b"a,b\n", &long(100)[..]].concat(),
+                vec!["1: a|b".into(), format!("2: bad: the line {too_long}")],
+            ),
+            // Inside a quoted field: the record is named by its first line.
+            (
+                [b"\"a\n", &long(40)[..], b"\nc,d\n"].concat(),
+                vec![format!("1: bad: line 2 {too_long}"), "3: c|d".into()],
+            ),
+            (
+                [&long(20)[..], b"\r\n", &long(20)[..], b"\r\n"].concat(),
+                vec![
+                    format!("1: bad: the line {too_long}"),
+                    format!("2: bad: the line {too_long}"),
+                ],
+            ),
+        ];
+        for (input, want) in cases {
+            let want: Vec<&str> = want.iter().map(String::as_str).collect();
+            check_with(16, &input, &want);
+        }
+    }
+
+    #[test]
+    fn a_line_of_megabytes_is_never_held_whole() {
+        let mut input = b"a,b\n".to_vec();
+        input.resize(input.len() + 8 * MAX_RECORD_BYTES, b'x');
+        input.extend_from_slice(b"\nc,d\n");
+        let mut records = Records::new(&input[..]);
+        let mut got = Vec::new();
+        while let Some(read) = records.next_record() {
+            got.push(match read {
+                Read::Record(r) => format!("{}: {}", r.line, r.fields.join("|")),
+                Read::Bad { line, reason } => format!("{line}: bad: {reason}"),
+                Read::Failed(e) => format!("failed: {e}"),
+            });
+            assert!(records.buf.capacity() <= 2 * MAX_RECORD_BYTES + 2);
+        }
+        assert_eq!(
+            got,
+            [
+                "1: a|b",
+                "2: bad: the line runs past 1024 KiB without a line break (not a CSV file?)",
+                "3: c|d"
+            ]
+        );
+        assert_eq!(records.bytes(), input.len() as u64);
     }
 }
