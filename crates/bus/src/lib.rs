@@ -30,6 +30,8 @@ pub mod queue_wire;
 
 #[cfg(feature = "contract")]
 pub mod contract;
+#[cfg(feature = "contract")]
+pub mod scripted;
 
 use std::fmt::Debug;
 use std::sync::Arc;

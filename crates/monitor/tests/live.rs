@@ -7,12 +7,12 @@
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use weir_bus::{Bus, BusError, Message, Receipt, SubscribeOptions};
+use weir_bus::scripted::{Fault, Scripted};
+use weir_bus::{BusError, SubscribeOptions};
 use weir_monitor::{Monitor, MonitorConfig, Sampler, SamplerConfig, Target};
 use weir_telemetry::{Labels, Sample};
 
@@ -278,65 +278,10 @@ fn gpus_come_from_nvml_when_a_driver_is_there() {
     eprintln!("{} GPU(s) here", sampler.gpu_count());
 }
 
-/// A bus that refuses publishes while `down`, never answers while
-/// `stalled` (a broker that hangs), and keeps what it takes.
-#[derive(Debug, Default)]
-struct FlakyBus {
-    down: AtomicBool,
-    stalled: AtomicBool,
-    refused: AtomicU64,
-    stalls: AtomicU64,
-    taken: Mutex<Vec<Message>>,
-}
-
-#[async_trait::async_trait]
-impl Bus for FlakyBus {
-    async fn publish_batch(
-        &self,
-        _: &str,
-        messages: Vec<Message>,
-    ) -> weir_bus::Result<Vec<Receipt>> {
-        if self.down.load(Ordering::SeqCst) {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(BusError::Unavailable("down".into()));
-        }
-        if self.stalled.load(Ordering::SeqCst) {
-            self.stalls.fetch_add(1, Ordering::SeqCst);
-            std::future::pending::<()>().await;
-        }
-        let receipts = messages
-            .iter()
-            .map(|_| Receipt {
-                id: String::new(),
-                timestamp_ms: 0,
-            })
-            .collect();
-        self.taken.lock().unwrap().extend(messages);
-        Ok(receipts)
-    }
-    async fn subscribe(
-        &self,
-        _: &str,
-        _: &str,
-        _: SubscribeOptions,
-    ) -> weir_bus::Result<Box<dyn weir_bus::Subscription>> {
-        Err(BusError::Invalid("not here".into()))
-    }
-    async fn seek(&self, _: &str, _: &str, _: weir_bus::SeekTarget) -> weir_bus::Result<()> {
-        Err(BusError::Invalid("not here".into()))
-    }
-    async fn stats(&self) -> weir_bus::Result<weir_bus::Stats> {
-        Err(BusError::Invalid("not here".into()))
-    }
-    async fn close(&self) -> weir_bus::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_wait_for_a_bus_that_is_down() {
-    let bus = Arc::new(FlakyBus::default());
-    bus.down.store(true, Ordering::SeqCst);
+    let bus = Arc::new(Scripted::sink());
+    bus.set(Some(Fault::Refuse(BusError::Unavailable("down".into()))));
     let shutdown = CancellationToken::new();
     let sampler = SamplerConfig {
         gpu: false,
@@ -346,15 +291,13 @@ async fn samples_wait_for_a_bus_that_is_down() {
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while bus.refused.load(Ordering::SeqCst) < 3 {
+    while bus.faults() < 3 {
         assert!(Instant::now() < deadline, "no publish was tried");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    bus.down.store(false, Ordering::SeqCst);
-    let ticks_in = |bus: &FlakyBus| {
-        bus.taken
-            .lock()
-            .unwrap()
+    bus.set(None);
+    let ticks_in = |bus: &Scripted| {
+        bus.messages()
             .iter()
             .map(|m| Sample::decode(&m.payload).unwrap().ts)
             .collect::<BTreeSet<_>>()
@@ -369,13 +312,13 @@ async fn samples_wait_for_a_bus_that_is_down() {
     let stats = monitor.join().await.unwrap();
     assert_eq!(stats.dropped, 0, "{stats:?}");
     assert_eq!(stats.published, stats.samples, "{stats:?}");
-    assert_eq!(bus.taken.lock().unwrap().len() as u64, stats.published);
+    assert_eq!(bus.messages().len() as u64, stats.published);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_does_not_wait_for_a_stalled_bus() {
-    let bus = Arc::new(FlakyBus::default());
-    bus.stalled.store(true, Ordering::SeqCst);
+    let bus = Arc::new(Scripted::sink());
+    bus.set(Some(Fault::Stall));
     let shutdown = CancellationToken::new();
     let quick_flush = MonitorConfig {
         final_flush: Duration::from_millis(300),
@@ -390,7 +333,7 @@ async fn shutdown_does_not_wait_for_a_stalled_bus() {
         .watch(Target::Pid(child.0.id()), Labels::new())
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while bus.stalls.load(Ordering::SeqCst) == 0 {
+    while bus.faults() == 0 {
         assert!(Instant::now() < deadline, "no publish was tried");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -394,62 +394,9 @@ async fn send_front(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-    use std::sync::Mutex;
-
-    use weir_bus::{Receipt, SeekTarget, Stats, SubscribeOptions, Subscription};
+    use weir_bus::scripted::{Fault, Scripted};
 
     use super::*;
-
-    /// A bus that takes its time over each publish (the next of `delays`,
-    /// else `delay`) and records batch sizes.
-    #[derive(Debug, Default)]
-    struct Sink {
-        delays: Mutex<VecDeque<Duration>>,
-        delay: Duration,
-        batches: Mutex<Vec<usize>>,
-    }
-
-    impl Sink {
-        fn published(&self) -> usize {
-            self.batches.lock().unwrap().iter().sum()
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Bus for Sink {
-        async fn publish_batch(
-            &self,
-            _topic: &str,
-            messages: Vec<Message>,
-        ) -> weir_bus::Result<Vec<Receipt>> {
-            let delay = self.delays.lock().unwrap().pop_front();
-            tokio::time::sleep(delay.unwrap_or(self.delay)).await;
-            self.batches.lock().unwrap().push(messages.len());
-            Ok(Vec::new())
-        }
-
-        async fn subscribe(
-            &self,
-            _topic: &str,
-            _group: &str,
-            _options: SubscribeOptions,
-        ) -> weir_bus::Result<Box<dyn Subscription>> {
-            Err(BusError::Invalid("publish only".into()))
-        }
-
-        async fn seek(&self, _topic: &str, _group: &str, _to: SeekTarget) -> weir_bus::Result<()> {
-            Err(BusError::Invalid("publish only".into()))
-        }
-
-        async fn stats(&self) -> weir_bus::Result<Stats> {
-            Err(BusError::Invalid("publish only".into()))
-        }
-
-        async fn close(&self) -> weir_bus::Result<()> {
-            Ok(())
-        }
-    }
 
     /// One message per tick.
     fn one(_now_ms: i64, out: &mut Vec<Message>) -> Result<Produced, PublishError> {
@@ -483,11 +430,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_long_stall_is_not_followed_by_a_burst() {
         // 1000 ticks a second; the first publish takes 5 s, the others 1 ms.
-        let bus = Sink {
-            delays: Mutex::new([Duration::from_secs(5)].into()),
-            delay: Duration::from_millis(1),
-            ..Sink::default()
-        };
+        let bus = Scripted::sink();
+        bus.then(Fault::Delay(Duration::from_secs(5)));
+        bus.set(Some(Fault::Delay(Duration::from_millis(1))));
         let publisher = Publisher::new(&bus, "t", 1000);
         let stop = StopAfter {
             ticks: None,
@@ -508,13 +453,13 @@ mod tests {
         // 5000 the stall missed.
         let n = pumped.messages;
         assert!((1990..=2002).contains(&n), "{n} messages");
-        assert_eq!(bus.batches.lock().unwrap()[..2], [1, 1000]);
-        assert_eq!(bus.published() as u64, n);
+        assert_eq!(bus.batch_sizes()[..2], [1, 1000]);
+        assert_eq!(bus.messages().len() as u64, n);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_tick_larger_than_a_batch_is_published_in_parts() {
-        let bus = Sink::default();
+        let bus = Scripted::sink();
         let publisher = Publisher::new(&bus, "t", 100);
         let stop = StopAfter {
             ticks: Some(3),
@@ -547,7 +492,7 @@ mod tests {
             assert_eq!((pumped.ticks, pumped.messages), (3, 1500), "{period:?}");
         }
         assert!(most_held < 100, "{most_held} messages held at once");
-        assert_eq!(*bus.batches.lock().unwrap(), [100; 30]);
+        assert_eq!(bus.batch_sizes(), [100; 30]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,15 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use weir_bus::{
-    Bus, BusError, ConnectOptions, Message, Receipt, SeekTarget, Stats, SubscribeOptions,
-    Subscription,
-};
+use weir_bus::scripted::{Fault, Scripted};
+use weir_bus::{Bus, BusError, ConnectOptions};
 use weir_sources::dcgm::{Reader, Reading};
 use weir_sources::replay::{Replay, ReplayConfig, ReplayError, ReplaySummary};
 use weir_telemetry::Sample;
@@ -271,61 +269,6 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// A bus that fails its first publishes as told and records batch sizes.
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<dyn Bus>,
-    failures: Mutex<Vec<BusError>>,
-    batches: Mutex<Vec<usize>>,
-}
-
-impl Recording {
-    fn new(inner: Arc<dyn Bus>, failures: Vec<BusError>) -> Recording {
-        Recording {
-            inner,
-            failures: Mutex::new(failures),
-            batches: Mutex::default(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Bus for Recording {
-    async fn publish_batch(
-        &self,
-        topic: &str,
-        messages: Vec<Message>,
-    ) -> weir_bus::Result<Vec<Receipt>> {
-        let failure = self.failures.lock().unwrap().pop();
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        self.batches.lock().unwrap().push(messages.len());
-        self.inner.publish_batch(topic, messages).await
-    }
-
-    async fn subscribe(
-        &self,
-        topic: &str,
-        group: &str,
-        options: SubscribeOptions,
-    ) -> weir_bus::Result<Box<dyn Subscription>> {
-        self.inner.subscribe(topic, group, options).await
-    }
-
-    async fn seek(&self, topic: &str, group: &str, to: SeekTarget) -> weir_bus::Result<()> {
-        self.inner.seek(topic, group, to).await
-    }
-
-    async fn stats(&self) -> weir_bus::Result<Stats> {
-        self.inner.stats().await
-    }
-
-    async fn close(&self) -> weir_bus::Result<()> {
-        self.inner.close().await
-    }
-}
-
 #[tokio::test]
 async fn whole_scrapes_are_coalesced_into_batches() {
     // (batch, publish sizes): scrapes of 24, 24, 8 and 24 rows.
@@ -336,13 +279,13 @@ async fn whole_scrapes_are_coalesced_into_batches() {
     ];
     for (batch, want) in cases {
         let dir = tempfile::tempdir().unwrap();
-        let bus = Recording::new(embedded(dir.path()).await, Vec::new());
+        let bus = Scripted::over(embedded(dir.path()).await);
         let config = ReplayConfig {
             batch,
             ..fast(1, false)
         };
         assert_eq!(replay(&bus, &sample_path(), config).await.samples, 80);
-        assert_eq!(*bus.batches.lock().unwrap(), want, "batch {batch}");
+        assert_eq!(bus.batch_sizes(), want, "batch {batch}");
         bus.close().await.unwrap();
     }
 }
@@ -351,20 +294,17 @@ async fn whole_scrapes_are_coalesced_into_batches() {
 async fn retryable_refusals_are_retried_and_fatal_ones_reported() {
     let dir = tempfile::tempdir().unwrap();
     let unavailable = || BusError::Unavailable("the broker is restarting".into());
-    let bus = Recording::new(
-        embedded(dir.path()).await,
-        vec![unavailable(), unavailable()],
-    );
+    let bus = Scripted::over(embedded(dir.path()).await);
+    bus.then(Fault::Refuse(unavailable()));
+    bus.then(Fault::Refuse(unavailable()));
     let summary = replay(&bus, &sample_path(), fast(1, false)).await;
     assert_eq!(summary.samples, 80);
     assert_eq!(drain(&bus, "telemetry").await.len(), 80);
     bus.close().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let bus = Recording::new(
-        embedded(dir.path()).await,
-        vec![BusError::Unauthorized("bad token".into())],
-    );
+    let bus = Scripted::over(embedded(dir.path()).await);
+    bus.then(Fault::Refuse(BusError::Unauthorized("bad token".into())));
     let err = Replay::open(&sample_path(), fast(1, false))
         .unwrap()
         .run(&bus, &mut |_| {}, &CancellationToken::new())

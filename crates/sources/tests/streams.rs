@@ -4,14 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use weir_bus::{
-    Bus, BusError, ConnectOptions, Message, Receipt, SeekTarget, Stats, SubscribeOptions,
-    Subscription,
-};
+use weir_bus::scripted::{Fault, Scripted};
+use weir_bus::{Bus, ConnectOptions};
 use weir_sources::StopAfter;
 use weir_sources::generate::{self, GenerateConfig, GenerateError, Kind};
 use weir_sources::synth::{self, FB_MIB, Fleet, FleetConfig, StreamConfig};
@@ -159,65 +156,11 @@ async fn a_duration_limit_ends_a_stream_and_a_seed_fixes_the_values() {
     assert_ne!(values(1), values(2));
 }
 
-/// A bus that takes `delay` over every publish (forever with `None`, like
-/// a broker that accepted the connection and stalls) and counts messages.
-#[derive(Debug)]
-struct Slow {
-    delay: Option<Duration>,
-    published: AtomicU64,
-}
-
-impl Slow {
-    fn new(delay: Option<Duration>) -> Slow {
-        Slow {
-            delay,
-            published: AtomicU64::new(0),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Bus for Slow {
-    async fn publish_batch(
-        &self,
-        _topic: &str,
-        messages: Vec<Message>,
-    ) -> weir_bus::Result<Vec<Receipt>> {
-        match self.delay {
-            Some(delay) => tokio::time::sleep(delay).await,
-            None => std::future::pending().await,
-        }
-        self.published
-            .fetch_add(messages.len() as u64, Ordering::SeqCst);
-        Ok(Vec::new())
-    }
-
-    async fn subscribe(
-        &self,
-        _topic: &str,
-        _group: &str,
-        _options: SubscribeOptions,
-    ) -> weir_bus::Result<Box<dyn Subscription>> {
-        Err(BusError::Invalid("publish only".into()))
-    }
-
-    async fn seek(&self, _topic: &str, _group: &str, _to: SeekTarget) -> weir_bus::Result<()> {
-        Err(BusError::Invalid("publish only".into()))
-    }
-
-    async fn stats(&self) -> weir_bus::Result<Stats> {
-        Err(BusError::Invalid("publish only".into()))
-    }
-
-    async fn close(&self) -> weir_bus::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_generator_keeps_its_rate_when_a_publish_takes_longer_than_a_period() {
     // 1000 messages a second over a bus that takes 35 periods a publish.
-    let bus = Slow::new(Some(Duration::from_millis(35)));
+    let bus = Scripted::sink();
+    bus.set(Some(Fault::Delay(Duration::from_millis(35))));
     let config = GenerateConfig {
         hz: 1000.0,
         stop: StopAfter {
@@ -236,12 +179,13 @@ async fn a_generator_keeps_its_rate_when_a_publish_takes_longer_than_a_period() 
         (2000 - 36..=2000).contains(&n),
         "{n} messages in 2 s at 1000 Hz"
     );
-    assert_eq!(bus.published.load(Ordering::SeqCst), n);
+    assert_eq!(bus.messages().len() as u64, n);
 }
 
 #[tokio::test]
 async fn shutdown_abandons_a_publish_that_stalls() {
-    let bus = Arc::new(Slow::new(None));
+    let bus = Arc::new(Scripted::sink());
+    bus.set(Some(Fault::Stall));
     let shutdown = CancellationToken::new();
     let run = {
         let (bus, shutdown) = (Arc::clone(&bus), shutdown.clone());
@@ -262,7 +206,7 @@ async fn shutdown_abandons_a_publish_that_stalls() {
 
 #[tokio::test]
 async fn rates_too_slow_to_wait_for_are_refused() {
-    let bus = Slow::new(Some(Duration::ZERO));
+    let bus = Scripted::sink();
     for hz in [1e-30, 0.0, -1.0, f64::NAN, 1.0 / 86_401.0] {
         let config = GenerateConfig {
             hz,
