@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use weir_api::wire::ErrorBody;
 use weir_queue::QueueError;
+use weir_store::StoreError;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,7 @@ fn code_of(status: StatusCode) -> &'static str {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::CONFLICT => "conflict",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::NOT_IMPLEMENTED => "not_implemented",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         _ => "internal",
     }
@@ -100,6 +102,27 @@ impl From<QueueError> for ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Invalid(detail) => ApiError::bad_request(detail),
+            // Says which kind of store cannot answer, and nothing secret.
+            StoreError::Unsupported(detail) => ApiError::new(StatusCode::NOT_IMPLEMENTED, detail),
+            StoreError::Unavailable(_) | StoreError::Closed(_) => {
+                tracing::warn!(error = %e, "store unavailable");
+                ApiError::unavailable("the store is unavailable; retry later")
+            }
+            StoreError::Url(_) | StoreError::Fatal(_) => {
+                tracing::error!(error = %e, "store error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; the server log has the cause",
+                )
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +157,39 @@ mod tests {
         );
         assert!(!api.detail.contains("/secret"), "{}", api.detail);
         assert_eq!(api.code, "internal");
+    }
+
+    #[test]
+    fn store_errors_map_to_statuses_and_hide_internals() {
+        let check = |e: StoreError, status: StatusCode, code: &str| {
+            let api = ApiError::from(e);
+            assert_eq!((api.status, api.code), (status, code), "{api:?}");
+            api
+        };
+        let api = check(
+            StoreError::Invalid("limit must be between 1 and 100000, not 0".into()),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        );
+        assert!(api.detail.contains("limit"), "{}", api.detail);
+        check(
+            StoreError::Unsupported("a CSV store answers no queries".into()),
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+        );
+        for e in [
+            StoreError::Unavailable("reading in /secret/db: database is locked".into()),
+            StoreError::Fatal("reading in /secret/db: malformed".into()),
+            StoreError::Url("postgres://user:secret@host/db".into()),
+        ] {
+            let status = if e.is_retryable() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            let api = ApiError::from(e);
+            assert_eq!(api.status, status, "{api:?}");
+            assert!(!api.detail.contains("secret"), "{}", api.detail);
+        }
     }
 }

@@ -6,9 +6,16 @@
 //! Prometheus metrics and an OpenAPI document generated from the handlers.
 //! The JSON bodies are `weir_api::wire`'s types.
 //!
-//! Entry points: [`run`] serves until a shutdown token fires, on a listener
-//! the caller bound (tests bind `127.0.0.1:0`); [`router`] gives the same app
-//! for tests without sockets.
+//! With a store, the broker also serves the telemetry query API (`query`):
+//! GPUs, a GPU's telemetry, series and job results from a
+//! [`weir_store::Query`]; `weir api` serves that API alone.
+//!
+//! Entry points: [`run`] serves the queue until a shutdown token fires, on a
+//! listener the caller bound (tests bind `127.0.0.1:0`); [`router`] gives
+//! the same app for tests without sockets. [`query_router`] is the query
+//! API's routes, to merge into [`router`]'s app; [`query_app`] is the query
+//! API as an app of its own; [`serve`] serves any of these apps as [`run`]
+//! does.
 //!
 //! Invariants:
 //! - every error answer is an `ApiError`: a 4xx/5xx status and a JSON body
@@ -27,12 +34,14 @@ mod lease;
 mod metrics;
 mod openapi;
 mod publish;
+mod query;
 mod settle;
 mod state;
 
 use std::future::IntoFuture;
 use std::time::Duration;
 
+use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +49,7 @@ use weir_queue::Queue;
 
 pub use admin::{list_dead_letters, redrive_dead_letters};
 pub use openapi::openapi_json;
+pub use query::{query_app, query_router};
 pub use state::router;
 
 /// What the owner of a broker chooses.
@@ -85,6 +95,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = router(config, queue, shutdown.clone());
+    serve(app, listener, shutdown).await
+}
+
+/// Serves `app` on `listener` until `shutdown` fires, then stops accepting
+/// and waits for requests in hand, at most [`DRAIN_TIMEOUT`]. Streams that
+/// should end at shutdown must watch the same token (see [`router`]).
+pub async fn serve(
+    app: Router,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     // Small SSE writes must not wait for the peer's delayed ACK (Nagle):
     // without this, p99 publish-to-deliver latency is ~18 ms, not ~0.5 ms.
     let listener = listener.tap_io(|tcp| {

@@ -1,5 +1,7 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI 3.1 document, generated from the
-//! handlers' annotations and the wire types.
+//! handlers' annotations and the wire types. The broker's document has the
+//! queue API and the query API; `weir api`'s (`query_app`) has the query
+//! API alone.
 
 use std::sync::OnceLock;
 
@@ -8,7 +10,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, deliver, metrics, publish, settle};
+use crate::{admin, deliver, metrics, publish, query, settle};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +43,37 @@ use crate::{admin, deliver, metrics, publish, settle};
 )]
 struct ApiDoc;
 
+/// The query API's routes, in both documents.
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        query::gpus,
+        query::gpu,
+        query::telemetry,
+        query::series,
+        query::job_results,
+    ),
+    tags(
+        (name = "telemetry", description = "Queries over the store `weir collect` fills: GPUs, their telemetry, series and job results. Served by `weir api`, or by the broker when it has a store. Requires `Authorization: Bearer <token>` when run with --auth-token"),
+    )
+)]
+struct QueryDoc;
+
+/// `weir api`'s own routes besides the query API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Weir query API",
+        description = "Weir's telemetry store over HTTP: GPUs, their telemetry, series and Game of Life results. Every error is a JSON body {error, detail}."
+    ),
+    paths(admin::health, serve),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "ops", description = "Health and this document: always open"),
+    )
+)]
+struct QueryAppDoc;
+
 #[derive(Debug)]
 struct BearerAuth;
 
@@ -54,10 +87,18 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The OpenAPI document as pretty JSON.
+/// The broker's OpenAPI document as pretty JSON.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
+    pretty(ApiDoc::openapi().merge_from(QueryDoc::openapi()))
+}
+
+/// `weir api`'s OpenAPI document as pretty JSON.
+pub(crate) fn query_openapi_json() -> String {
+    pretty(QueryAppDoc::openapi().merge_from(QueryDoc::openapi()))
+}
+
+fn pretty(doc: utoipa::openapi::OpenApi) -> String {
+    doc.to_pretty_json()
         .expect("the OpenAPI document serializes")
 }
 
@@ -69,5 +110,14 @@ pub(crate) async fn serve() -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "application/json")],
         DOC.get_or_init(openapi_json).clone(),
+    )
+}
+
+/// `weir api`'s document, at the same path.
+pub(crate) async fn serve_query() -> impl IntoResponse {
+    static DOC: OnceLock<String> = OnceLock::new();
+    (
+        [(CONTENT_TYPE, "application/json")],
+        DOC.get_or_init(query_openapi_json).clone(),
     )
 }

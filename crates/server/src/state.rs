@@ -80,13 +80,8 @@ pub fn router(config: ServerConfig, queue: Queue, shutdown: CancellationToken) -
         .route("/ready", get(admin::ready))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/openapi.json", get(openapi::serve))
-        .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this route; see /api/v1/openapi.json",
-            )
-        })
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(st.clone(), metrics::observe))
         .layer(DefaultBodyLimit::max(st.config.max_body_bytes))
         .with_state(st)
@@ -94,7 +89,14 @@ pub fn router(config: ServerConfig, queue: Queue, shutdown: CancellationToken) -
 
 /// Requires `Authorization: Bearer <token>` when the broker has a token.
 async fn authorize(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &st.config.auth_token {
+    require_bearer(st.config.auth_token.as_deref(), req, next).await
+}
+
+/// Lets `req` through when there is no `token` or it carries
+/// `Authorization: Bearer <token>`; answers 401 otherwise. Every route that
+/// takes a token (queue and query APIs alike) checks it here.
+pub(crate) async fn require_bearer(token: Option<&str>, req: Request, next: Next) -> Response {
+    if let Some(token) = token {
         let given = req
             .headers()
             .get(AUTHORIZATION)
@@ -111,6 +113,19 @@ async fn authorize(State(st): State<AppState>, req: Request, next: Next) -> Resp
         }
     }
     next.run(req).await
+}
+
+/// The answer for a path no route serves.
+pub(crate) async fn no_such_route() -> ApiError {
+    ApiError::not_found("no such route; see /api/v1/openapi.json")
+}
+
+/// The answer for a method a route does not serve.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route; see /api/v1/openapi.json",
+    )
 }
 
 /// Compares in time that depends only on the lengths.

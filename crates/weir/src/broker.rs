@@ -5,7 +5,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use weir_server::ServerConfig;
 
-use crate::options::QueueOptions;
+use crate::options::{QueueOptions, StoreTuning};
 use crate::signal::stop_on_signal;
 
 #[derive(Debug, clap::Args)]
@@ -31,9 +31,20 @@ pub(crate) struct BrokerArgs {
     /// SSE streams open at once before answering 503.
     #[arg(long, default_value_t = ServerConfig::default().max_subscribers)]
     max_subscribers: usize,
+    /// Also serve the telemetry query API (`/api/v1/gpus`, `/api/v1/series`,
+    /// `/api/v1/jobs/results`) from this store: `sqlite://PATH` or
+    /// `postgres://…`.
+    #[arg(long, env = "WEIR_STORE")]
+    store: Option<String>,
+    #[command(flatten)]
+    tuning: StoreTuning,
 }
 
 pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
+    let store = match &args.store {
+        Some(url) => Some(crate::api::open_query(&args.tuning, url).await?),
+        None => None,
+    };
     let queue = args.queue.open().await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -53,7 +64,20 @@ pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         "weir broker: serving {} on http://{addr} (API description at /api/v1/openapi.json)",
         args.queue.data.display()
     );
-    let served = weir_server::run(config, queue.clone(), listener, shutdown).await;
+    let token = config.auth_token.clone();
+    let mut app = weir_server::router(config, queue.clone(), shutdown.clone());
+    if let Some(store) = &store {
+        eprintln!(
+            "weir broker: queries of {} at http://{addr}/api/v1/gpus",
+            store.url
+        );
+        let query = store.query.clone().expect("open_query checked");
+        app = app.merge(weir_server::query_router(query, token));
+    }
+    let served = weir_server::serve(app, listener, shutdown).await;
+    if let Some(store) = store {
+        store.sink.close().await.context("closing the store")?;
+    }
     queue.close().await.context("closing the queue")?;
     served.context("serving HTTP")?;
     eprintln!("weir broker: stopped; everything acknowledged is on disk");

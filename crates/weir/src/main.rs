@@ -1,12 +1,15 @@
 //! The `weir` command: parse arguments, run the subcommand, map errors to an
 //! exit code and a one-line message.
 
+mod api;
 mod bench;
 mod broker;
+mod collect;
 mod generate;
 mod gol;
 mod monitor;
 mod options;
+mod query;
 mod queue;
 mod signal;
 mod stream;
@@ -38,6 +41,14 @@ enum Command {
     /// Publish example messages at a steady rate, to learn producers and
     /// consumers with: a sensor reading or a nested order event.
     Generate(generate::GenerateArgs),
+    /// Consume telemetry and job results in batches and write them to
+    /// SQLite, PostgreSQL or CSV, acking only what is committed.
+    Collect(collect::CollectArgs),
+    /// Ask a store what it holds: GPUs, a GPU's telemetry, series, Game of
+    /// Life results — as a table, CSV or JSON lines.
+    Query(query::QueryArgs),
+    /// Serve the telemetry query API over a store, without a queue.
+    Api(api::ApiArgs),
     /// Sample the host, processes (with their children), cgroups and
     /// NVIDIA GPUs every second and publish them to `resources`; with
     /// `-- CMD ARGS`, launch a command, watch it and exit with its code.
@@ -77,6 +88,9 @@ fn main() -> std::process::ExitCode {
             Command::Gol(args) => gol::run(args).await,
             Command::Worker(args) => worker::run(args).await,
             Command::Monitor(args) => monitor::run(args).await,
+            Command::Collect(args) => collect::run(args).await,
+            Command::Query(args) => query::run(args).await,
+            Command::Api(args) => api::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Stream(cmd) => stream::run(cmd).await,
             Command::Generate(args) => generate::run(args).await,

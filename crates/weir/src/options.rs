@@ -120,3 +120,61 @@ impl RunOptions {
         }
     }
 }
+
+/// How a store is opened, besides its URL: shared by every command that
+/// opens one.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct StoreTuning {
+    /// PostgreSQL: connections in the pool.
+    #[arg(long, env = "WEIR_PG_POOL", default_value_t = weir_store::StoreOptions::default().pool_size)]
+    pub(crate) pg_pool: usize,
+    /// PostgreSQL: how samples are inserted: `unnest` (one multi-row
+    /// statement per batch), `copy` (binary COPY) or `rows` (one INSERT per
+    /// sample, the slow baseline).
+    #[arg(long, env = "WEIR_PG_INSERT", default_value = "unnest", value_parser = parse_pg_insert)]
+    pub(crate) pg_insert: weir_store::PgInsert,
+    /// SQLite: `full` fsyncs every commit (an acked batch survives power
+    /// loss); `normal` fsyncs at checkpoints (it survives a crash of weir).
+    #[arg(long, env = "WEIR_SQLITE_SYNC", default_value = "full", value_parser = parse_synchronous)]
+    pub(crate) sqlite_sync: weir_store::Synchronous,
+}
+
+impl StoreTuning {
+    pub(crate) async fn open(&self, url: &str) -> anyhow::Result<weir_store::Store> {
+        let options = weir_store::StoreOptions {
+            pool_size: self.pg_pool.max(1),
+            pg_insert: self.pg_insert,
+            synchronous: self.sqlite_sync,
+        };
+        weir_store::open(url, &options)
+            .await
+            .with_context(|| format!("opening the store {url}"))
+    }
+}
+
+fn parse_pg_insert(s: &str) -> anyhow::Result<weir_store::PgInsert> {
+    use weir_store::PgInsert;
+    match s {
+        "unnest" => Ok(PgInsert::Unnest),
+        "copy" => Ok(PgInsert::Copy),
+        "rows" => Ok(PgInsert::Rows),
+        _ => Err(anyhow!("expected unnest, copy or rows, not {s:?}")),
+    }
+}
+
+fn parse_synchronous(s: &str) -> anyhow::Result<weir_store::Synchronous> {
+    use weir_store::Synchronous;
+    match s {
+        "full" => Ok(Synchronous::Full),
+        "normal" => Ok(Synchronous::Normal),
+        _ => Err(anyhow!("expected full or normal, not {s:?}")),
+    }
+}
+
+/// A member id for a consumer group when none is given: `HOST-PID`.
+pub(crate) fn member_id(fallback_host: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| fallback_host.into());
+    format!("{host}-{}", std::process::id())
+}

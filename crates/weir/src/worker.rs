@@ -57,12 +57,9 @@ pub(crate) async fn run(mut args: WorkerArgs) -> anyhow::Result<()> {
             .map(|b| format!("kafka://{b}"));
     }
     let defaults = WorkerConfig::new("");
-    let worker_id = args.worker_id.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "worker".into());
-        format!("{host}-{}", std::process::id())
-    });
+    let worker_id = args
+        .worker_id
+        .unwrap_or_else(|| crate::options::member_id("worker"));
     let config = WorkerConfig {
         topic_in: pick(args.topic_in, "TOPIC_IN", &defaults.topic_in),
         topic_out: pick(args.topic_out, "TOPIC_OUT", &defaults.topic_out),

@@ -40,6 +40,8 @@ fn only_the_edge_crates_know_http() {
         "telemetry",
         "sources",
         "monitor",
+        "store",
+        "collect",
     ] {
         let deps = dependencies(krate);
         for http in HTTP {
@@ -59,7 +61,7 @@ fn only_the_edge_crates_know_http() {
 
 #[test]
 fn components_reach_the_transport_only_through_the_bus() {
-    for krate in ["worker", "sources", "monitor"] {
+    for krate in ["worker", "sources", "monitor", "collect"] {
         let deps = dependencies(krate);
         for transport in ["weir-queue", "weir-api", "weir-log"] {
             assert!(
@@ -76,5 +78,16 @@ fn the_sample_model_stands_alone() {
     assert!(
         !deps.iter().any(|d| d.starts_with("weir-") || d == "tokio"),
         "weir-telemetry is the shared vocabulary: no Weir crate, no runtime ({deps:?})"
+    );
+}
+
+#[test]
+fn the_store_knows_no_transport() {
+    let deps = dependencies("store");
+    assert!(
+        !deps
+            .iter()
+            .any(|d| d.starts_with("weir-") && d != "weir-telemetry"),
+        "weir-store writes and reads samples, whatever carried them ({deps:?})"
     );
 }

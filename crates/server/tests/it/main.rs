@@ -3,3 +3,4 @@
 mod fixture;
 mod handlers;
 mod loopback;
+mod query;

@@ -2,6 +2,7 @@
 //! and the configuration they were measured on.
 
 mod broker;
+mod collect;
 mod gol;
 mod monitor;
 mod queue;
@@ -16,6 +17,10 @@ pub(crate) enum BenchCommand {
     /// A broker over loopback HTTP: batch publish, SSE delivery with
     /// batched acks, and publish-to-deliver latency at a steady rate.
     Broker(broker::BrokerBench),
+    /// The collector end to end: samples on an embedded bus consumed,
+    /// written and acked into a store (SQLite by default), then
+    /// publish-to-queryable latency at a steady rate.
+    Collect(collect::CollectBench),
     /// Game of Life: the dense engine against a plain C + OpenMP program
     /// on the same sizes and threads, and the sparse engine on pow 10..=20.
     Gol(gol::GolBench),
@@ -29,6 +34,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Queue(b) => queue::run(b).await,
         BenchCommand::Broker(b) => broker::run(b).await,
         BenchCommand::Gol(b) => gol::run(b).await,
+        BenchCommand::Collect(b) => collect::run(b).await,
         BenchCommand::Monitor(b) => monitor::run(b).await,
     }
 }
