@@ -13,6 +13,7 @@ mod query;
 mod queue;
 mod signal;
 mod stream;
+mod up;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole pipeline in one process on embedded defaults: the
+    /// broker and its API, a synthetic GPU fleet, the resource monitor, the
+    /// collector into SQLite, Game of Life workers and a job submitter, with
+    /// a live view.
+    Up(up::UpArgs),
     /// Serve the embedded durable queue over HTTP and Server-Sent Events.
     Broker(broker::BrokerArgs),
     /// Publish, consume and inspect a bus (a broker, or an embedded queue)
@@ -83,6 +89,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Up(args) => up::run(args).await,
             Command::Broker(args) => broker::run(args).await,
             Command::Queue(cmd) => queue::run(cmd).await,
             Command::Gol(args) => gol::run(args).await,
