@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod broker;
 mod collect;
+mod config;
 mod generate;
 mod gol;
 mod monitor;
@@ -23,6 +24,11 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about, long_about = None)]
 struct Cli {
+    /// Settings file (TOML): its keys are flag names, top level for every
+    /// command, `[up]`, `[collect]`, … for one [default: ./weir.toml when
+    /// present].
+    #[arg(long, env = "WEIR_CONFIG", global = true)]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,7 +78,13 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match config::parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::weir;
+use support::{WEIR, text, weir};
 
 use std::process::Output;
 
@@ -170,5 +170,46 @@ fn rejected_messages_are_listed_and_redriven() {
         stdout(&out).lines().count(),
         2,
         "the original and the redriven copy"
+    );
+}
+
+#[test]
+fn settings_come_from_the_file_then_the_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        "[collect]\nsink = \"mysql://from-the-file\"\n",
+    )
+    .unwrap();
+    let run = |env: Option<&str>, args: &[&str]| {
+        let mut cmd = std::process::Command::new(WEIR);
+        cmd.current_dir(dir.path())
+            .env_remove("WEIR_SINK")
+            .env_remove("WEIR_CONFIG");
+        if let Some(sink) = env {
+            cmd.env("WEIR_SINK", sink);
+        }
+        let out = cmd.args(["collect"]).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        text(&out.stderr)
+    };
+    assert!(run(None, &[]).contains("mysql://from-the-file"));
+    assert!(run(Some("mysql://from-env"), &[]).contains("mysql://from-env"));
+    assert!(
+        run(Some("mysql://from-env"), &["--sink", "mysql://from-flag"])
+            .contains("mysql://from-flag")
+    );
+
+    std::fs::write(dir.path().join("other.toml"), "[collect]\nbatchsize = 5\n").unwrap();
+    let out = std::process::Command::new(WEIR)
+        .current_dir(dir.path())
+        .args(["--config", "other.toml", "collect"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("other.toml: unknown setting `batchsize`"),
+        "{err}"
     );
 }
