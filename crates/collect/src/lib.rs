@@ -232,14 +232,28 @@ pub async fn run(
             max_in_flight: config.batch_size * (config.max_concurrent + 1),
             ..SubscribeOptions::new(config.consumer_id.clone())
         };
-        let sub = bus
-            .subscribe(topic, &config.group, options)
-            .await
-            .map_err(|source| CollectError::Subscribe {
-                topic: topic.clone(),
-                group: config.group.clone(),
-                source,
-            })?;
+        // A bus that is not up yet (a broker still starting) is waited for.
+        let mut backoff = Duration::from_millis(100);
+        let sub = loop {
+            match bus.subscribe(topic, &config.group, options.clone()).await {
+                Ok(sub) => break sub,
+                Err(e) if e.is_retryable() && !shared.shutdown.is_cancelled() => {
+                    tracing::warn!(topic = %topic, error = %e, ?backoff, "cannot subscribe yet; retrying");
+                    tokio::select! {
+                        () = shared.shutdown.cancelled() => {}
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(source) => {
+                    return Err(CollectError::Subscribe {
+                        topic: topic.clone(),
+                        group: config.group.clone(),
+                        source,
+                    });
+                }
+            }
+        };
         tracing::info!(topic = %topic, group = %config.group, batch_size = config.batch_size,
             max_concurrent = config.max_concurrent, "collecting");
         members.spawn(member(topic.clone(), sub, shared.clone()));

@@ -22,9 +22,8 @@ pub(crate) struct ApiArgs {
     auth_token: Option<String>,
 }
 
-/// Opens a store that can answer queries: it must exist (a typo must not
-/// create an empty database) and be SQLite or PostgreSQL (CSV is only
-/// written).
+/// Opens a store that can answer queries: SQLite or PostgreSQL (CSV is only
+/// written). A server opens it even before a collector has written to it.
 pub(crate) async fn open_query(
     tuning: &StoreTuning,
     url: &str,
@@ -33,11 +32,6 @@ pub(crate) async fn open_query(
         anyhow::bail!(
             "{url} cannot be queried (CSV is written, not read): use sqlite:// or postgres://"
         );
-    }
-    if let Some(path) = url.strip_prefix("sqlite://")
-        && !std::path::Path::new(path).exists()
-    {
-        anyhow::bail!("no store at {path} (weir collect creates it)");
     }
     let store = tuning.open(url).await?;
     anyhow::ensure!(store.query.is_some(), "{url} cannot be queried");

@@ -87,6 +87,12 @@ fn time(flag: &str, value: Option<String>) -> anyhow::Result<Option<i64>> {
 }
 
 pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
+    // A typo must not create an empty database to answer from.
+    if let Some(path) = args.store.strip_prefix("sqlite://")
+        && !std::path::Path::new(path).exists()
+    {
+        anyhow::bail!("no store at {path} (weir collect creates it)");
+    }
     let store = crate::api::open_query(&args.tuning, &args.store).await?;
     let query = store.query.clone().expect("open_query checked");
     let out = match args.what {
