@@ -189,7 +189,7 @@ fn line(table: &[Row], totals: &weir_collect::Totals, rate: f64) -> String {
     let topics: Vec<String> = table
         .iter()
         .map(|(topic, publish, _, depth, _, dead)| {
-            format!("{topic} {publish:.0}/s depth {depth} dlq {dead}")
+            format!("{topic} {publish:.1}/s depth {depth} dlq {dead}")
         })
         .collect();
     format!(
