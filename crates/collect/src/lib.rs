@@ -235,9 +235,12 @@ pub async fn run(
         // A bus that is not up yet (a broker still starting) is waited for.
         let mut backoff = Duration::from_millis(100);
         let sub = loop {
+            if shared.shutdown.is_cancelled() {
+                break None;
+            }
             match bus.subscribe(topic, &config.group, options.clone()).await {
-                Ok(sub) => break sub,
-                Err(e) if e.is_retryable() && !shared.shutdown.is_cancelled() => {
+                Ok(sub) => break Some(sub),
+                Err(e) if e.is_retryable() => {
                     tracing::warn!(topic = %topic, error = %e, ?backoff, "cannot subscribe yet; retrying");
                     tokio::select! {
                         () = shared.shutdown.cancelled() => {}
@@ -246,6 +249,9 @@ pub async fn run(
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(source) => {
+                    // The members already running stop in order first.
+                    shared.shutdown.cancel();
+                    while members.join_next().await.is_some() {}
                     return Err(CollectError::Subscribe {
                         topic: topic.clone(),
                         group: config.group.clone(),
@@ -254,6 +260,8 @@ pub async fn run(
                 }
             }
         };
+        // Shutdown came while waiting for the bus.
+        let Some(sub) = sub else { break };
         tracing::info!(topic = %topic, group = %config.group, batch_size = config.batch_size,
             max_concurrent = config.max_concurrent, "collecting");
         members.spawn(member(topic.clone(), sub, shared.clone()));

@@ -10,7 +10,7 @@ use crate::signal::stop_on_signal;
 #[derive(Debug, clap::Args)]
 pub(crate) struct ApiArgs {
     /// The store to answer from: `sqlite://PATH` or `postgres://…`.
-    #[arg(long, env = "WEIR_STORE", default_value = "sqlite://weir.db")]
+    #[arg(long, env = "WEIR_STORE", default_value = "sqlite://weir-data/weir.db")]
     store: String,
     #[command(flatten)]
     tuning: StoreTuning,

@@ -32,7 +32,7 @@ pub(crate) struct CollectArgs {
     consumer_id: Option<String>,
     /// Where to write: `sqlite://PATH`, `postgres://USER@HOST:PORT/DB` or
     /// `csv://DIR`.
-    #[arg(long, env = "WEIR_SINK", default_value = "sqlite://weir.db")]
+    #[arg(long, env = "WEIR_SINK", default_value = "sqlite://weir-data/weir.db")]
     sink: String,
     #[command(flatten)]
     store: StoreTuning,

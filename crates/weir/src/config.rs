@@ -25,7 +25,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Command, CommandFactory, FromArgMatches};
+use clap::{ArgAction, Command, CommandFactory, FromArgMatches};
 
 use crate::Cli;
 
@@ -88,11 +88,14 @@ fn apply(mut command: Command, table: &toml::Table, at: &[&str]) -> Result<Comma
     for (key, value) in table {
         match value {
             toml::Value::Table(_) => {}
-            value => plain.push((key.replace('_', "-"), text_of(key, value)?)),
+            value => plain.push((key.replace('_', "-"), setting(key, value)?)),
         }
     }
     for (key, value) in &plain {
-        let (next, used) = set_default(command, key, value);
+        if key == "config" {
+            return Err("`config` cannot be set in a settings file".into());
+        }
+        let (next, used) = set_default(command, key, value, at.is_empty())?;
         command = next;
         if !used {
             let why = if at.is_empty() {
@@ -134,64 +137,96 @@ fn apply(mut command: Command, table: &toml::Table, at: &[&str]) -> Result<Comma
     Ok(command)
 }
 
+/// A file value: one, or a list for a flag that takes several.
+#[derive(Debug, Clone, PartialEq)]
+enum Setting {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// Sets `value` as the default of every `--key` flag in `command` and its
-/// subcommands; says whether there was one.
-fn set_default(mut command: Command, key: &str, value: &str) -> (Command, bool) {
+/// subcommands (at the top level, not the benches', whose defaults are
+/// fresh scratch space); says whether there was one.
+fn set_default(
+    mut command: Command,
+    key: &str,
+    value: &Setting,
+    top_level: bool,
+) -> Result<(Command, bool), String> {
     let mut used = false;
-    if command.get_arguments().any(|a| a.get_long() == Some(key)) {
-        command = command.mut_arg_long(key, value);
+    let found = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(key))
+        .map(|a| {
+            (
+                a.get_id().clone(),
+                matches!(a.get_action(), ArgAction::Append),
+                a.get_value_delimiter(),
+                a.is_hide_env_values_set(),
+            )
+        });
+    if let Some((id, many, delimiter, secret)) = found {
+        let values = match (value, many, delimiter) {
+            (Setting::One(v), _, _) => vec![v.clone()],
+            (Setting::Many(vs), true, _) => vs.clone(),
+            (Setting::Many(vs), false, Some(d)) => vec![vs.join(&d.to_string())],
+            (Setting::Many(_), false, None) => {
+                return Err(format!("`{key}` takes one value, not a list"));
+            }
+        };
+        command = command.mut_arg(id, |a| {
+            // A secret given in the file is not shown by --help.
+            a.default_values(values)
+                .required(false)
+                .hide_default_value(secret)
+        });
         used = true;
     }
     let names: Vec<String> = command
         .get_subcommands()
         .map(|c| c.get_name().to_string())
+        .filter(|name| !(top_level && name == "bench"))
         .collect();
     for name in names {
-        let mut sub_used = false;
+        let mut outcome = Ok(false);
         command = command.mut_subcommand(&name, |c| {
-            let (c, u) = set_default(c, key, value);
-            sub_used = u;
-            c
+            match set_default(c.clone(), key, value, top_level) {
+                Ok((c, u)) => {
+                    outcome = Ok(u);
+                    c
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    c
+                }
+            }
         });
-        used |= sub_used;
+        used |= outcome?;
     }
-    (command, used)
-}
-
-trait MutArgLong {
-    fn mut_arg_long(self, long: &str, value: &str) -> Self;
-}
-
-impl MutArgLong for Command {
-    fn mut_arg_long(self, long: &str, value: &str) -> Command {
-        let id = self
-            .get_arguments()
-            .find(|a| a.get_long() == Some(long))
-            .map(|a| a.get_id().clone())
-            .expect("checked by the caller");
-        let value = value.to_string();
-        self.mut_arg(id, |a| a.default_value(value).required(false))
-    }
+    Ok((command, used))
 }
 
 /// A setting's value as the text a flag would take.
-fn text_of(key: &str, value: &toml::Value) -> Result<String, String> {
-    Ok(match value {
-        toml::Value::String(s) => s.clone(),
-        toml::Value::Integer(i) => i.to_string(),
-        toml::Value::Float(f) => f.to_string(),
-        toml::Value::Boolean(b) => b.to_string(),
-        toml::Value::Array(items) => items
-            .iter()
-            .map(|v| text_of(key, v))
-            .collect::<Result<Vec<_>, _>>()?
-            .join(","),
-        _ => {
-            return Err(format!(
-                "`{key}`: expected a string, number, boolean or list"
-            ));
-        }
-    })
+fn setting(key: &str, value: &toml::Value) -> Result<Setting, String> {
+    let one = |v: &toml::Value| -> Result<String, String> {
+        Ok(match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(format!(
+                    "`{key}`: expected a string, number, boolean or list of them"
+                ));
+            }
+        })
+    };
+    match value {
+        toml::Value::Array(items) => Ok(Setting::Many(
+            items.iter().map(one).collect::<Result<_, _>>()?,
+        )),
+        v => Ok(Setting::One(one(v)?)),
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +280,27 @@ mod tests {
         assert!(e.contains("unknown table [upp]"), "{e}");
         let e = parse_with("gpus = \n", &["up"]).unwrap_err();
         assert!(e.starts_with("weir.toml:"), "{e}");
+    }
+
+    #[test]
+    fn lists_fill_repeatable_flags_and_single_flags_refuse_them() {
+        let file = "[monitor]\nlabel = [\"service=weir\", \"env=prod\"]\npid = [1, 2]\n";
+        let d = debug(&parse_with(file, &["monitor"]).unwrap());
+        assert!(
+            d.contains("labels: [(\"service\", \"weir\"), (\"env\", \"prod\")]"),
+            "{d}"
+        );
+        assert!(d.contains("pids: [1, 2]"), "{d}");
+        let e = parse_with("[up]\ngpus = [1, 2]\n", &["up"]).unwrap_err();
+        assert!(e.contains("`gpus` takes one value"), "{e}");
+    }
+
+    #[test]
+    fn top_level_keys_leave_the_benches_alone() {
+        let d = debug(&parse_with("data = \"/srv/weir\"\n", &["bench", "queue"]).unwrap());
+        assert!(!d.contains("/srv/weir"), "{d}");
+        let e = parse_with("config = \"x.toml\"\n", &["up"]).unwrap_err();
+        assert!(e.contains("`config` cannot be set"), "{e}");
     }
 
     #[test]

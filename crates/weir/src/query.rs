@@ -15,7 +15,7 @@ pub(crate) struct QueryArgs {
     #[arg(
         long,
         env = "WEIR_STORE",
-        default_value = "sqlite://weir.db",
+        default_value = "sqlite://weir-data/weir.db",
         global = true
     )]
     store: String,

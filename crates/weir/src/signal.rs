@@ -21,6 +21,8 @@ pub(crate) async fn stop_on_signal(who: &'static str, shutdown: CancellationToke
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    eprintln!("{who}: shutting down");
+    // Cancel first: a closed stderr must not swallow the signal.
     shutdown.cancel();
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{who}: shutting down");
 }

@@ -54,6 +54,10 @@ pub(crate) struct UpArgs {
     /// Stop after this long (default: run until Ctrl-C).
     #[arg(long = "for", value_parser = parse_duration)]
     duration: Option<Duration>,
+    /// Require `Authorization: Bearer <token>` on the HTTP API (give one
+    /// whenever `--listen` is not a loopback address).
+    #[arg(long, env = "WEIR_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
 }
 
 /// A job small enough to finish in well under a second here.
@@ -63,8 +67,14 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.gpus == 0 || args.workers == 0 {
         return Err(UsageError("--gpus and --workers must be at least 1".into()).into());
     }
-    let hosts = args.gpus.div_ceil(8);
-    let per_host = args.gpus.min(8);
+    if args.gpus > 8 && !args.gpus.is_multiple_of(8) {
+        return Err(UsageError(format!(
+            "--gpus {}: a fleet is hosts of 8 GPUs; give up to 8, or a multiple of 8",
+            args.gpus
+        ))
+        .into());
+    }
+    let (hosts, per_host) = (args.gpus.div_ceil(8), args.gpus.min(8));
     if FleetConfig::new(hosts, per_host).gpus() > synth::MAX_GPUS {
         return Err(
             UsageError(format!("--gpus: at most {} are simulated", synth::MAX_GPUS)).into(),
@@ -74,7 +84,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| match e {
             weir_queue::QueueError::Locked { .. } => anyhow::anyhow!(
-                "{} is in use by another weir (weir up or weir broker): stop it, or give this one another --data",
+                "{} is in use by another weir process (weir up, weir broker or an embedded:// bus): stop it, or give this one another --data",
                 args.queue.data.display()
             ),
             e => anyhow::Error::new(e)
@@ -90,6 +100,19 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let url = format!("http://{}", listener.local_addr()?);
     let bus: Arc<dyn Bus> = Arc::new(weir_bus::embedded::EmbeddedBus::new(queue.clone()));
+    // Each stage has its own token, cancelled in the order data flows.
+    let sources = CancellationToken::new();
+    // Started before anything else runs, so that its failure leaves nothing
+    // behind.
+    let monitor = Monitor::spawn(bus.clone(), MonitorConfig::default(), sources.clone())
+        .await
+        .context("starting the resource monitor")?;
+    // The workers are tasks of this process: watching it is watching them.
+    let labels = Labels::from([("service".to_string(), "weir-up".to_string())]);
+    let watch = monitor
+        .handle()
+        .watch(Target::Pid(std::process::id()), labels)
+        .context("watching this process")?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal("weir up", shutdown.clone()));
@@ -100,20 +123,27 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             s.cancel();
         });
     }
-    // Each stage has its own token, cancelled in the order data flows.
-    let sources = CancellationToken::new();
     let workers = CancellationToken::new();
     let collector = CancellationToken::new();
     let server = CancellationToken::new();
 
-    let mut app = weir_server::router(Default::default(), queue.clone(), server.clone());
+    let token = args.auth_token.clone().filter(|t| !t.is_empty());
+    let config = weir_server::ServerConfig {
+        auth_token: token.clone(),
+        ..weir_server::ServerConfig::default()
+    };
+    let mut app = weir_server::router(config, queue.clone(), server.clone());
     if let Some(query) = store.query.clone() {
-        app = app.merge(weir_server::query_router(query, None));
+        app = app.merge(weir_server::query_router(query, token));
     }
-    let serving = tokio::spawn(weir_server::serve(app, listener, server.clone()));
+    let mut serving = Some(tokio::spawn(weir_server::serve(
+        app,
+        listener,
+        server.clone(),
+    )));
 
     let counters = Arc::new(Counters::default());
-    let collecting = tokio::spawn(weir_collect::run(
+    let mut collecting = Some(tokio::spawn(weir_collect::run(
         bus.clone(),
         store.sink.clone(),
         CollectConfig {
@@ -122,11 +152,14 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
                 "resources".into(),
                 "jogo-da-vida-output".into(),
             ],
+            // Its own group: a `weir collect` pointed at this broker does not
+            // take half of what this one stores.
+            group: "weir-up".into(),
             ..CollectConfig::new("weir-up")
         },
         counters.clone(),
         collector.clone(),
-    ));
+    )));
 
     let mut working = JoinSet::new();
     for i in 1..=args.workers {
@@ -137,7 +170,13 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             },
             ..WorkerConfig::new(format!("up-worker-{i}"))
         };
-        working.spawn(weir_worker::run(bus.clone(), config, workers.clone()));
+        let (bus, stop) = (bus.clone(), workers.clone());
+        working.spawn(async move {
+            weir_worker::run(bus, config, stop)
+                .await
+                .map(|_| ())
+                .context("a Game of Life worker stopped")
+        });
     }
 
     let mut producing = JoinSet::new();
@@ -155,55 +194,113 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     if !args.submit_every.is_zero() {
         producing.spawn(submit(bus.clone(), args.submit_every, sources.clone()));
     }
-    let monitor = Monitor::spawn(bus.clone(), MonitorConfig::default(), sources.clone())
-        .await
-        .context("starting the resource monitor")?;
-    // The workers are tasks of this process: watching it is watching them.
-    let labels = Labels::from([("service".to_string(), "weir-up".to_string())]);
-    let watch = monitor
-        .handle()
-        .watch(Target::Pid(std::process::id()), labels)
-        .context("watching this process")?;
 
-    let data = args.queue.data.display().to_string();
-    view::run(
+    let view = tokio::spawn(view::run(
         view::Sources {
             bus: bus.clone(),
             counters: counters.clone(),
             query: store.query.clone(),
             url: url.clone(),
-            data,
+            data: args.queue.data.display().to_string(),
             store: store.url.clone(),
         },
         shutdown.clone(),
-    )
-    .await;
+    ));
 
-    // Stop in the order data flows.
+    // Run until asked to stop, or until a component stops by itself: that
+    // is a failure, and everything else is stopped in order.
+    let mut errors: Vec<anyhow::Error> = Vec::new();
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        Some(done) = producing.join_next() => errors.push(ended("a source", flatten(done))),
+        Some(done) = working.join_next() => errors.push(ended("a worker", flatten(done))),
+        done = collecting.as_mut().expect("running") => {
+            collecting = None;
+            errors.push(ended("the collector", done.map_err(anyhow::Error::new).and_then(|r| r.map(|_| ()).map_err(Into::into))));
+        }
+        done = serving.as_mut().expect("running") => {
+            serving = None;
+            errors.push(ended("the HTTP server", done.map_err(anyhow::Error::new).and_then(|r| r.map_err(Into::into))));
+        }
+    }
+    shutdown.cancel();
+    let _ = view.await;
+
+    // Stop in the order data flows; every step runs, errors are kept.
     sources.cancel();
     while let Some(done) = producing.join_next().await {
-        done.context("a source panicked")??;
+        keep(&mut errors, flatten(done));
     }
     drop(watch);
-    monitor.join().await.context("the resource monitor")?;
+    keep(
+        &mut errors,
+        monitor
+            .join()
+            .await
+            .map(|_| ())
+            .context("the resource monitor"),
+    );
     workers.cancel();
     while let Some(done) = working.join_next().await {
-        done.context("a worker panicked")??;
+        keep(&mut errors, flatten(done));
     }
     collector.cancel();
-    let totals = collecting.await.context("the collector panicked")??;
+    let mut totals = counters.snapshot();
+    if let Some(task) = collecting {
+        match task.await {
+            Ok(Ok(t)) => totals = t,
+            Ok(Err(e)) => errors.push(anyhow::Error::new(e).context("the collector")),
+            Err(e) => errors.push(anyhow::Error::new(e).context("the collector panicked")),
+        }
+    }
     server.cancel();
-    serving
-        .await
-        .context("the HTTP server panicked")?
-        .context("serving HTTP")?;
-    store.sink.close().await.context("closing the store")?;
-    queue.close().await.context("closing the queue")?;
-    eprintln!(
+    if let Some(task) = serving {
+        keep(
+            &mut errors,
+            task.await
+                .map_err(anyhow::Error::new)
+                .and_then(|r| r.context("serving HTTP")),
+        );
+    }
+    keep(
+        &mut errors,
+        store.sink.close().await.context("closing the store"),
+    );
+    keep(
+        &mut errors,
+        queue.close().await.context("closing the queue"),
+    );
+    if let Some(first) = errors.into_iter().next() {
+        return Err(first);
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "weir up: stopped; {} samples and {} job results stored in {}; everything acknowledged is on disk",
-        totals.samples, totals.results, store.url
+        totals.samples,
+        totals.results,
+        store.url
     );
     Ok(())
+}
+
+/// A component that stopped before it was asked to: its error, or a
+/// sentence saying it stopped.
+fn ended(what: &str, outcome: anyhow::Result<()>) -> anyhow::Error {
+    match outcome {
+        Err(e) => e,
+        Ok(()) => anyhow::anyhow!("{what} stopped by itself"),
+    }
+}
+
+fn flatten(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    done.map_err(|e| anyhow::Error::new(e).context("a component panicked"))?
+}
+
+fn keep(errors: &mut Vec<anyhow::Error>, outcome: anyhow::Result<()>) {
+    if let Err(e) = outcome {
+        errors.push(e);
+    }
 }
 
 /// Sends the small job every `every` until `stop`.

@@ -32,10 +32,13 @@ pub(super) async fn run(src: Sources, shutdown: CancellationToken) {
         Duration::from_secs(5)
     };
     if !terminal {
-        println!(
-            "weir up: API at {} (try {}/api/v1/gpus); data {}, store {}",
+        let first = format!(
+            "weir up: API at {} (try {}/api/v1/gpus); data {}, store {}\n",
             src.url, src.url, src.data, src.store
         );
+        if !show(&first, &shutdown) {
+            return;
+        }
     }
     let started = Instant::now();
     let mut last = (Instant::now(), 0u64);
@@ -70,12 +73,25 @@ pub(super) async fn run(src: Sources, shutdown: CancellationToken) {
         } else {
             line(&table, &totals, rate)
         };
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.flush();
+        if !show(&text, &shutdown) {
+            return;
+        }
     }
     if terminal {
-        println!();
+        let _ = show("\n", &shutdown);
+    }
+}
+
+/// Writes to stdout; when whoever read it has gone (a closed pipe), stops
+/// `weir up` as Ctrl-C would and says false.
+fn show(text: &str, shutdown: &CancellationToken) -> bool {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            shutdown.cancel();
+            false
+        }
+        _ => true,
     }
 }
 
