@@ -144,7 +144,7 @@ pub fn check_range(query: &TelemetryQuery) -> Result<()> {
         && start > end
     {
         return Err(StoreError::Invalid(
-            "start_time is after end_time".to_string(),
+            "the start of the time range is after its end".to_string(),
         ));
     }
     check_limit(query.limit).map(|_| ())
