@@ -4,7 +4,8 @@
 //! - [`Bus`]: `publish`, `publish_batch`, `subscribe(topic, group, options)`,
 //!   `seek`, `stats`. [`connect`] picks a backend from a URL:
 //!   `embedded:///path/to/data` (the in-process durable queue, see
-//!   [`embedded`]) or `http://host:port` (a `weir broker`, see [`http`]).
+//!   [`embedded`]), `http://host:port` (a `weir broker`, see [`http`]) or
+//!   `kafka://host:port[,host:port…]` (a Kafka cluster, see [`kafka`]).
 //! - [`Subscription`]: one member of a consumer group; `receive` yields
 //!   [`Delivery`]s, each settled by `ack`, `nack(delay)` or `reject(reason)`,
 //!   one at a time or in batches through an [`Acker`].
@@ -26,6 +27,7 @@ mod message;
 
 pub mod embedded;
 pub mod http;
+pub mod kafka;
 pub mod queue_wire;
 
 #[cfg(feature = "contract")]
@@ -137,9 +139,13 @@ pub struct ConnectOptions {
     pub partitions: Option<u32>,
     /// Fsync policy of an embedded queue (default `every 5ms`).
     pub fsync: Option<weir_queue::Fsync>,
+    /// `kafka://` only: librdkafka properties for every client (`key`,
+    /// `value`), and `replication.factor` of the topics it creates.
+    pub kafka_options: Vec<(String, String)>,
 }
 
-/// Opens the transport a URL names: `embedded:///path` or `http://host:port`.
+/// Opens the transport a URL names: `embedded:///path`, `http://host:port`
+/// or `kafka://host:port[,host:port…]`.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Bus>> {
     if let Some(path) = url.strip_prefix("embedded://") {
         let bus = embedded::EmbeddedBus::open(path, options).await?;
@@ -147,9 +153,12 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Bus>
     } else if url.starts_with("http://") {
         let bus = http::HttpBus::new(url, options)?;
         Ok(Arc::new(bus))
+    } else if let Some(servers) = url.strip_prefix("kafka://") {
+        let bus = kafka::KafkaBus::new(servers, options)?;
+        Ok(Arc::new(bus))
     } else {
         Err(BusError::Url(format!(
-            "unsupported bus URL {url:?}: expected embedded:///path or http://host:port"
+            "unsupported bus URL {url:?}: expected embedded:///path, http://host:port or kafka://host:port"
         )))
     }
 }

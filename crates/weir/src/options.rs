@@ -50,8 +50,9 @@ pub(crate) fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
 /// Which transport a command talks to.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BusOptions {
-    /// The bus: `http://host:port` (a `weir broker`) or `embedded:///path`
-    /// (the queue in that directory, in this process) [default:
+    /// The bus: `http://host:port` (a `weir broker`), `embedded:///path`
+    /// (the queue in that directory, in this process) or
+    /// `kafka://host:port[,host:port…]` (a Kafka cluster) [default:
     /// http://127.0.0.1:8080].
     #[arg(long, env = "WEIR_BUS")]
     pub(crate) bus: Option<String>,
@@ -61,9 +62,23 @@ pub(crate) struct BusOptions {
     /// `embedded://` only: when writes reach the disk.
     #[arg(long, env = "WEIR_FSYNC", default_value = "every 5ms", value_parser = parse_fsync)]
     pub(crate) fsync: Fsync,
-    /// `embedded://` only: partitions of topics created on first use.
+    /// `embedded://` and `kafka://`: partitions of topics created on first
+    /// use.
     #[arg(long, env = "WEIR_PARTITIONS", default_value_t = 4)]
     pub(crate) partitions: u32,
+    /// `kafka://` only: a librdkafka property for every client, like
+    /// `security.protocol=SASL_SSL` or `linger.ms=20` (repeat for more);
+    /// `replication.factor=N` sets that of the topics Weir creates.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub(crate) kafka_options: Vec<(String, String)>,
+}
+
+/// `key=value`, split at the first `=`.
+pub(crate) fn parse_key_value(s: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(anyhow!("expected KEY=VALUE, like linger.ms=20, not {s:?}")),
+    }
 }
 
 /// Where a component looks for its bus when told nothing: a local broker.
@@ -79,6 +94,7 @@ impl BusOptions {
             auth_token: self.auth_token.clone(),
             partitions: Some(self.partitions.max(1)),
             fsync: Some(self.fsync),
+            kafka_options: self.kafka_options.clone(),
         }
     }
 
