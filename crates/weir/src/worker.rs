@@ -14,7 +14,7 @@ use crate::signal::stop_on_signal;
 #[derive(Debug, clap::Args)]
 pub(crate) struct WorkerArgs {
     /// With neither `--bus` nor `WEIR_BUS`, `kafka://$KAFKA_BROKER` when that
-    /// is set (the Kafka transport is not built yet: such a URL is refused).
+    /// is set.
     #[command(flatten)]
     bus: BusOptions,
     /// Jobs topic (also `TOPIC_IN`).

@@ -158,19 +158,3 @@ fn a_worker_process_takes_submitted_jobs_and_stops_on_sigterm() {
     let exit = terminate(&mut worker.0);
     assert!(exit.success(), "{exit:?}");
 }
-
-#[test]
-fn kafka_broker_alone_names_the_kafka_transport_which_is_not_built_yet() {
-    let out = Command::new(WEIR)
-        .arg("worker")
-        .env_remove("WEIR_BUS")
-        .env("KAFKA_BROKER", "kafka-0:9092")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("unsupported bus URL \"kafka://kafka-0:9092\""),
-        "{err}"
-    );
-}

@@ -1,0 +1,213 @@
+//! Every component on Kafka, unchanged but for the bus URL: a DCGM replay,
+//! the monitor, two Game of Life workers (one started the seed's way, with
+//! `KAFKA_BROKER`/`TOPIC_IN`/`TOPIC_OUT`/`GROUP_ID`) and the collector
+//! carry jobs and telemetry through a Kafka-protocol broker into SQLite.
+//!
+//! Needs a broker: `WEIR_TEST_KAFKA` (set by `scripts/test` from
+//! `scripts/kafka`). `batch.num.messages=1` works around tansu 0.6, which
+//! advances the high watermark by one for a multi-record batch.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{Reaped, WEIR, terminate, text};
+
+/// Options every process gets: the tansu workaround, and a short session
+/// so a killed member's partitions move within seconds.
+const KAFKA_OPTIONS: [&str; 6] = [
+    "--kafka-option",
+    "batch.num.messages=1",
+    "--kafka-option",
+    "session.timeout.ms=6000",
+    "--kafka-option",
+    "heartbeat.interval.ms=500",
+];
+
+fn broker() -> String {
+    std::env::var("WEIR_TEST_KAFKA").unwrap_or_else(|_| {
+        panic!(
+            "WEIR_TEST_KAFKA is not set: the Kafka tests need a broker. \
+             Run `export WEIR_TEST_KAFKA=$(scripts/kafka)`, or use scripts/test."
+        )
+    })
+}
+
+/// `weir COMMAND… --bus BUS KAFKA_OPTIONS ARGS…`.
+fn weir(bus: &str, command: &[&str], args: &[&str]) -> Command {
+    let mut c = Command::new(WEIR);
+    c.args(command)
+        .args(["--bus", bus])
+        .args(KAFKA_OPTIONS)
+        .args(args)
+        .env_remove("WEIR_BUS");
+    c
+}
+
+fn run(mut c: Command) -> String {
+    let out = c.output().expect("run weir");
+    assert!(out.status.success(), "{c:?}: {out:?}");
+    text(&out.stdout) + &text(&out.stderr)
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    if !db.exists() {
+        return 0;
+    }
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn jobs_and_telemetry_go_through_kafka_into_sqlite() {
+    let url = broker();
+    let servers = url.trim_start_matches("kafka://");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("weir.db");
+    let run_id = format!("{}-{}", std::process::id(), weir_queue::now_ms());
+    let [telemetry, resources, jobs, results] =
+        ["telemetry", "resources", "jobs", "results"].map(|t| format!("e2e-{t}-{run_id}"));
+
+    let collector = Reaped(
+        weir(&url, &["collect"], &["--sink"])
+            .arg(format!("sqlite://{}", db.display()))
+            .args(["--topic", &format!("{telemetry},{resources},{results}")])
+            .args(["--group", &format!("collectors-{run_id}")])
+            .args(["--flush-interval", "100ms", "--progress", "0s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start weir collect"),
+    );
+    // Two workers in one group: `a` started the seed's way.
+    let worker = |id: &str, legacy: bool| {
+        let mut c = Command::new(WEIR);
+        c.arg("worker").args(KAFKA_OPTIONS).env_remove("WEIR_BUS");
+        if legacy {
+            c.env("KAFKA_BROKER", servers)
+                .env("TOPIC_IN", &jobs)
+                .env("TOPIC_OUT", &results)
+                .env("GROUP_ID", format!("workers-{run_id}"));
+        } else {
+            c.args(["--bus", &url, "--topic-in", &jobs, "--topic-out", &results])
+                .args(["--group", &format!("workers-{run_id}")]);
+        }
+        Reaped(
+            c.args(["--worker-id", id, "--threads", "1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start weir worker"),
+        )
+    };
+    let a = worker("a", true);
+    let mut b = worker("b", false);
+
+    let csv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../sources/tests/data/dcgm_sample.csv"
+    );
+    run(weir(
+        &url,
+        &["stream", "dcgm"],
+        &[
+            "--csv",
+            csv,
+            "--interval",
+            "0",
+            "--keep-timestamps",
+            "--topic",
+            &telemetry,
+        ],
+    ));
+    run(weir(
+        &url,
+        &["monitor"],
+        &[
+            "--topic",
+            &resources,
+            "--interval",
+            "200ms",
+            "--",
+            "sleep",
+            "1",
+        ],
+    ));
+    let submit = |n: usize| {
+        for _ in 0..n {
+            run(weir(
+                &url,
+                &["gol", "submit"],
+                &["3", "6", "--topic", &jobs],
+            ));
+        }
+    };
+    // Four jobs of four sizes each: sixteen results.
+    submit(4);
+    let results_stored = |db: &Path| count(db, "SELECT count(*) FROM job_results");
+    wait_for("the first results", Duration::from_secs(90), || {
+        results_stored(&db) >= 1
+    });
+
+    submit(4);
+    wait_for("all 32 results", Duration::from_secs(120), || {
+        results_stored(&db) >= 32
+    });
+    wait_for("the 80 DCGM samples", Duration::from_secs(60), || {
+        count(
+            &db,
+            "SELECT count(*) FROM samples JOIN series ON series.id = samples.series_id \
+             WHERE metric LIKE 'DCGM_%'",
+        ) >= 80
+    });
+    wait_for("the monitor's samples", Duration::from_secs(60), || {
+        count(
+            &db,
+            "SELECT count(*) FROM series WHERE metric = 'process_cpu_percent'",
+        ) >= 1
+    });
+
+    let mut collector = collector;
+    let mut a = a;
+    assert!(terminate(&mut a.0).success(), "worker a stops cleanly");
+    assert!(terminate(&mut b.0).success(), "worker b stops cleanly");
+    assert!(
+        terminate(&mut collector.0).success(),
+        "the collector stops cleanly"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM job_results WHERE correct = 1"),
+        results_stored(&db),
+        "every result is correct"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT job_id) FROM job_results"),
+        8,
+        "every job has its results"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM job_failures"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM samples JOIN series ON series.id = samples.series_id \
+             WHERE metric LIKE 'DCGM_%'"
+        ),
+        80,
+        "each DCGM sample once"
+    );
+
+    // The stats of the Kafka cluster through the same CLI.
+    let stats = run(weir(&url, &["queue", "stats"], &["--json"]));
+    assert!(stats.contains(&jobs), "{stats}");
+}
