@@ -74,6 +74,45 @@ fn publish_then_consume_then_stats() {
 }
 
 #[test]
+fn bench_bus_measures_a_fresh_embedded_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "bus",
+        "--messages",
+        "3000",
+        "--consumers",
+        "2",
+        "--rate",
+        "500",
+        "--seconds",
+        "1",
+    ];
+    let out = weir(dir.path(), &args);
+    assert!(out.status.success(), "{out:?}");
+    let printed = stdout(&out);
+    let line = |start: &str| {
+        printed
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in {printed}"))
+            .to_string()
+    };
+    assert!(line("== ").contains("embedded://"), "{printed}");
+    assert!(
+        line("publish+consume+ack").contains("(3000 messages in"),
+        "{printed}"
+    );
+    let latency = line("latency");
+    assert!(latency.contains("(500 messages at"), "{printed}");
+    assert!(latency.contains(" p99 "), "{printed}");
+    assert!(
+        !printed.contains("note:"),
+        "nothing delivered twice: {printed}"
+    );
+}
+
+#[test]
 fn bad_input_is_one_line_and_a_nonzero_exit() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], i32, &str)] = &[
@@ -106,6 +145,16 @@ fn bad_input_is_one_line_and_a_nonzero_exit() {
             &["queue", "stats", "--bus", "http://127.0.0.1:9"],
             1,
             "127.0.0.1:9",
+        ),
+        (
+            &["bench", "bus", "--consumers", "5", "--partitions", "4"],
+            1,
+            "a member without a partition gets nothing",
+        ),
+        (
+            &["bench", "bus", "--bus", "embedded://", "--bus", "amqp://x"],
+            1,
+            "unsupported bus URL",
         ),
     ];
     for (args, code, needle) in cases {

@@ -211,3 +211,34 @@ fn jobs_and_telemetry_go_through_kafka_into_sqlite() {
     let stats = run(weir(&url, &["queue", "stats"], &["--json"]));
     assert!(stats.contains(&jobs), "{stats}");
 }
+
+#[test]
+fn bench_bus_puts_kafka_beside_the_embedded_queue() {
+    let url = broker();
+    let out = run(weir(
+        "embedded://",
+        &["bench", "bus"],
+        &[
+            "--bus",
+            &url,
+            "--messages",
+            "2000",
+            "--rate",
+            "200",
+            "--seconds",
+            "1",
+        ],
+    ));
+    // Both transports measured, then one line each side by side.
+    let summary: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("transport"))
+        .collect();
+    assert_eq!(summary.len(), 3, "{out}");
+    assert!(summary[1].starts_with("embedded://"), "{out}");
+    assert!(summary[2].starts_with(&url), "{out}");
+    for row in &summary[1..] {
+        assert!(row.contains(" msg/s "), "{out}");
+    }
+    assert!(!out.contains("note:"), "nothing delivered twice: {out}");
+}

@@ -117,7 +117,7 @@ pub(super) async fn run(b: QueueBench) -> anyhow::Result<()> {
     let q = Queue::open(config).await?;
     let open = start.elapsed();
     println!(
-        "{:<18} {:>10.3} s      for {:.2} GiB of logs",
+        "{:<20} {:>10.3} s      for {:.2} GiB of logs",
         "open (recovery)",
         open.as_secs_f64(),
         bytes as f64 / (1u64 << 30) as f64
