@@ -1,7 +1,9 @@
 //! Every component on Kafka, unchanged but for the bus URL: a DCGM replay,
 //! the monitor, two Game of Life workers (one started the seed's way, with
 //! `KAFKA_BROKER`/`TOPIC_IN`/`TOPIC_OUT`/`GROUP_ID`) and the collector
-//! carry jobs and telemetry through a Kafka-protocol broker into SQLite.
+//! carry jobs and telemetry through a Kafka-protocol broker into SQLite; a
+//! worker killed mid-job has that job done by the next owner of its
+//! partition; `weir bench bus` measures Kafka beside the embedded queue.
 //!
 //! Needs a broker: `WEIR_TEST_KAFKA` (set by `scripts/test` from
 //! `scripts/kafka`). `batch.num.messages=1` works around tansu 0.6, which
@@ -241,4 +243,83 @@ fn bench_bus_puts_kafka_beside_the_embedded_queue() {
         assert!(row.contains(" msg/s "), "{out}");
     }
     assert!(!out.contains("note:"), "nothing delivered twice: {out}");
+}
+
+/// A worker killed in the middle of a job (SIGKILL: no leave, no commit)
+/// loses its partitions when its session times out, and the job, never
+/// acked, is done by the worker that takes them.
+#[test]
+fn a_killed_workers_job_is_done_by_the_next_owner_of_its_partition() {
+    let url = broker();
+    let run_id = format!("{}-{}", std::process::id(), weir_queue::now_ms());
+    let [jobs, results] = ["jobs", "results"].map(|t| format!("killed-{t}-{run_id}"));
+    let group = format!("workers-{run_id}");
+    let worker = |id: &str, engine: &str| {
+        let mut c = weir(&url, &["worker"], &["--topic-in", &jobs]);
+        c.args(["--topic-out", &results, "--group", &group])
+            .args(["--worker-id", id, "--threads", "1", "--engine", engine])
+            .stdout(Stdio::null());
+        c
+    };
+
+    // `a` runs the dense engine: the last size (2^12) keeps it busy long
+    // after the first is done.
+    let mut a = worker("a", "dense");
+    a.env("WEIR_LOG", "info").stderr(Stdio::piped());
+    let mut a = Reaped(a.spawn().expect("start worker a"));
+    let (said, lines) = std::sync::mpsc::channel();
+    let stderr = a.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if said.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    run(weir(
+        &url,
+        &["gol", "submit"],
+        &["3", "12", "--topic", &jobs],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("worker a reports its first size");
+        if line.contains("size done") {
+            break;
+        }
+    }
+    a.0.kill().expect("kill worker a");
+    a.0.wait().unwrap();
+
+    // `b` joins; once a's session is over, b owns every partition and gets
+    // the job again from the last commit, which a never moved past it.
+    let b = Reaped(
+        worker("b", "sparse")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start worker b"),
+    );
+    let by_b = |tam: u64| {
+        let out = run(weir(
+            &url,
+            &["queue", "consume", &results],
+            &["--group", &format!("check-{run_id}"), "--idle", "2s"],
+        ));
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|m| m["payload"]["tam"] == tam && m["payload"]["worker"] == "b")
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !by_b(4096) {
+        assert!(
+            Instant::now() < deadline,
+            "worker b never finished the job worker a died in"
+        );
+    }
+    drop(b);
 }
