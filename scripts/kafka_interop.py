@@ -284,6 +284,12 @@ def dead_letters(servers, bus, binary, topic):
     expect(m.value(), b"poison pill", "dead letter payload")
     expect(m.key(), b"k-dead", "dead letter key")
     headers = [(n, v.decode()) for n, v in m.headers()]
+    # The dead letter is a record of its own time; the original's time is
+    # the origin timestamp (what `weir queue consume` printed).
+    published = datetime.strptime(origin["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    published_ms = round(published.replace(tzinfo=timezone.utc).timestamp() * 1000)
+    if m.timestamp()[1] < published_ms:
+        fail(f"dead letter timestamp {m.timestamp()[1]} is before the original's {published_ms}")
     expect(headers, [
         ("job", "42"),
         ("x-weir-dlq-reason", "delivery_limit"),
@@ -291,7 +297,7 @@ def dead_letters(servers, bus, binary, topic):
         ("x-weir-origin-partition", partition),
         ("x-weir-origin-offset", offset),
         ("x-weir-origin-group", group),
-        ("x-weir-origin-timestamp", str(m.timestamp()[1])),
+        ("x-weir-origin-timestamp", str(published_ms)),
         ("x-weir-delivery-count", "1"),
     ], "dead letter headers")
     ok(f"dead letters: a plain Consumer read {topic}.dlq: payload, key, the message's "

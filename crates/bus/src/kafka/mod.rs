@@ -67,10 +67,13 @@ pub mod header {
     /// The Kafka group a retry belongs to (`<topic>.retry` is shared by
     /// every group of the topic).
     pub const GROUP: &str = "x-weir-group";
+    /// When the original was published, milliseconds since the epoch (the
+    /// copy's own record time is when it was made).
+    pub const TIMESTAMP: &str = "x-weir-timestamp";
 
     /// Whether a header is one of the above.
     pub fn is_internal(name: &str) -> bool {
-        [ID, ATTEMPT, NOT_BEFORE, GROUP].contains(&name)
+        [ID, ATTEMPT, NOT_BEFORE, GROUP, TIMESTAMP].contains(&name)
     }
 }
 
@@ -304,7 +307,10 @@ impl KafkaBus {
             return Vec::new();
         };
         list.retain(|m| m.strong_count() > 0);
-        list.iter().filter_map(std::sync::Weak::upgrade).collect()
+        list.iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter(|m| !m.is_closed())
+            .collect()
     }
 
     /// A kept consumer of `group` that never joins it: for its committed
@@ -423,7 +429,11 @@ impl Bus for KafkaBus {
             // holds. Partitions held by members of other processes are
             // theirs to move.
             for member in members {
-                member.seek(offsets.clone()).await?;
+                match member.seek(offsets.clone()).await {
+                    // It closed meanwhile: it holds nothing to move.
+                    Err(BusError::Closed) => {}
+                    other => other?,
+                }
             }
             return Ok(());
         }
@@ -462,12 +472,20 @@ impl Bus for KafkaBus {
             .flatten()
             .filter_map(std::sync::Weak::upgrade)
             .collect();
-        for member in members {
+        for member in &members {
             member.close();
         }
-        lock(&self.inner.probes).clear();
-        self.blocking(|inner| inner.producer.flush(ADMIN_TIMEOUT))
-            .await
+        // Each member's last commit, and its leaving the group, before the
+        // process may go.
+        for member in &members {
+            member.stopped().await;
+        }
+        self.blocking(|inner| {
+            // Dropping a librdkafka client blocks until it is destroyed.
+            lock(&inner.probes).clear();
+            inner.producer.flush(ADMIN_TIMEOUT)
+        })
+        .await
     }
 }
 
@@ -605,6 +623,8 @@ fn classify(code: RDKafkaErrorCode, message: String) -> BusError {
     use RDKafkaErrorCode as C;
     match code {
         C::MessageSizeTooLarge
+        | C::MessageBatchTooLarge
+        | C::PolicyViolation
         | C::InvalidMessageSize
         | C::InvalidTopic
         | C::InvalidPartitions

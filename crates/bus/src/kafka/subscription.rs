@@ -3,8 +3,9 @@
 //! A [`Member`] is shared by three parties:
 //! - its **poller thread**, which owns the librdkafka consumer (subscribed
 //!   to `T` and `T.retry`, auto-commit off): it fetches into the member's
-//!   buffer (pausing its partitions while the buffer is full), serves
-//!   rebalances, seeks, and commits;
+//!   buffer (pausing a topic's partitions while its share of the buffer
+//!   is full: retries waiting for their time never stop the main topic),
+//!   serves rebalances, seeks, and commits;
 //! - the **subscription** (`receive`) and its **acker**, which lease
 //!   buffered messages and settle them;
 //! - a **janitor** task that gives back leases past the visibility timeout.
@@ -15,14 +16,27 @@
 //! the contiguous prefix of settled messages, and whatever was unsettled
 //! when a member died is fetched again by the next owner of its partition.
 //! Commits are made every [`COMMIT_EVERY`], before partitions are revoked,
-//! and on shutdown.
+//! and on shutdown (`KafkaBus::close` waits for each member's last commit).
+//! An authorization or fatal consumer error stops the member: its
+//! subscription and acker answer with that error.
 //!
 //! Settling: an ack marks the offset settled; a nack (or a lease that
-//! expired) republishes the message to `T.retry` with its id, delivery count
-//! and not-before time, then marks the original settled; past
-//! `max_deliveries`, or on reject, the message goes to `T.dlq` with the dead
-//! letter headers instead. A retry copy is delivered by whichever member of
-//! the same group holds its `T.retry` partition, once its time has come.
+//! expired) republishes the message to `T.retry` with its id, delivery
+//! count, not-before time and original timestamp, then marks the original
+//! settled; past `max_deliveries`, or on reject, the message goes to
+//! `T.dlq` with the dead letter headers instead. Copies are records of the
+//! time they were made, so topic retention counts from then. A message
+//! whose copy did not reach Kafka stays leased and unsettled, and the
+//! janitor tries that give-back again a second later; the others of its
+//! batch are settled. A retry copy is delivered by whichever member of the
+//! same group holds its `T.retry` partition, once its time has come. Only
+//! on `T.retry` do Weir's `x-weir-*` headers mean anything; on `T` every
+//! header is the publisher's.
+//!
+//! One lease per id: when a member died after republishing a message but
+//! before committing past it, the next owner fetches both the original and
+//! its copy; whichever is leased first carries the message, and the other
+//! is settled when it comes up.
 //!
 //! Rebalances (eager protocol): on revoke the member commits what it can and
 //! keeps its leases; on the assignment that follows, leases and buffered
@@ -38,19 +52,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
-use tokio::sync::{Notify, oneshot};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
 use weir_api::Start;
 use weir_api::wire::SettleStatus;
 use weir_queue::{MessageId, dead_letter, now_ms};
 
+mod poller;
+
+use poller::{Context, poll_loop, start_at_latest};
+
 use super::{
-    ADMIN_TIMEOUT, Counters, Outgoing, config_error, delivered, header, kafka_error, lock,
-    retry_topic, send,
+    Counters, Outgoing, config_error, delivered, header, kafka_error, lock, retry_topic, send,
 };
 use crate::message::{Acker, Delivery, Settle, Settler};
 use crate::{BusError, Result, Subscription};
@@ -66,6 +83,11 @@ const POLL: Duration = Duration::from_millis(20);
 const JANITOR_EVERY: Duration = Duration::from_millis(25);
 /// How many settled ids a member remembers, to answer a second settle.
 const REMEMBERED: usize = 1 << 16;
+/// How long a lease whose copy could not be republished waits before the
+/// janitor tries again.
+const GIVE_BACK_PAUSE: Duration = Duration::from_secs(1);
+/// How long `close` waits for a poller's last commit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a member was asked to be.
 #[derive(Debug, Clone)]
@@ -90,6 +112,8 @@ pub(super) struct Member {
     producer: FutureProducer,
     pub(super) counters: Counters,
     closed: AtomicBool,
+    /// Set by the poller once it has made its last commit and left.
+    stopped: watch::Sender<bool>,
     commands: Mutex<mpsc::Sender<Command>>,
 }
 
@@ -125,11 +149,26 @@ struct Fetched {
     not_before: i64,
 }
 
+/// A record as fetched, before it is taken.
+#[derive(Debug)]
+struct Record<'a> {
+    source: Source,
+    partition: i32,
+    offset: i64,
+    key: Option<&'a [u8]>,
+    headers: Vec<(String, String)>,
+    payload: &'a [u8],
+    timestamp_ms: i64,
+}
+
 #[derive(Debug)]
 struct Lease {
     message: Fetched,
     expiry: Instant,
     leased_at: Instant,
+    /// A give-back that failed, to try again when the lease expires:
+    /// its delay, and its reason when it was a reject.
+    again: Option<(Duration, Option<String>)>,
 }
 
 /// One partition's offsets.
@@ -159,13 +198,19 @@ enum Outcome {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Fetched, not yet leased, in fetch order.
     buffer: VecDeque<Fetched>,
+    /// How many of `buffer` came from `T.retry`.
+    retry_buffered: usize,
     leases: HashMap<String, Lease>,
     tracks: HashMap<(Source, i32), Track>,
     remembered: HashMap<String, Outcome>,
     remembered_order: VecDeque<String>,
     /// Set by the first assignment.
     joined: bool,
+    /// Counts assignments: partitions new to the member need their pause
+    /// state set.
+    generation: u64,
     /// Partitions revoked and not yet reassigned.
     revoked: Vec<(Source, i32)>,
     /// Why the poller stopped, if it did.
@@ -190,6 +235,61 @@ impl State {
             track.outstanding.remove(&m.offset);
         }
     }
+
+    /// Buffers a fetched message and tracks its offset.
+    fn take(&mut self, m: Fetched) {
+        let track = self.tracks.entry((m.source, m.partition)).or_default();
+        track.outstanding.insert(m.offset);
+        if m.source == Source::Retry {
+            self.retry_buffered += 1;
+        }
+        self.buffer.push_back(m);
+    }
+
+    /// Keeps the buffered messages `keep` accepts.
+    fn retain_buffered(&mut self, keep: impl Fn(&Fetched) -> bool) {
+        self.buffer.retain(keep);
+        self.retry_buffered = self
+            .buffer
+            .iter()
+            .filter(|m| m.source == Source::Retry)
+            .count();
+    }
+
+    /// Puts a lease whose give-back failed back, to be tried again after
+    /// [`GIVE_BACK_PAUSE`]; when another copy of the message is leased
+    /// meanwhile, that one carries it, and this copy is settled.
+    fn lease_again(&mut self, mut lease: Lease, delay: Duration, reason: Option<&str>) {
+        if self.leases.contains_key(&lease.message.id) {
+            self.settled(&lease.message);
+            return;
+        }
+        lease.expiry = Instant::now() + GIVE_BACK_PAUSE;
+        lease.again = Some((delay, reason.map(str::to_string)));
+        self.leases.insert(lease.message.id.clone(), lease);
+    }
+
+    /// Which topics' partitions should be paused: each while its share of
+    /// the buffer is at `cap`, until it is down to half (`now` is what is
+    /// paused now). Retries waiting for their time fill only their own
+    /// share, so they never stop the main topic.
+    fn pausing(&self, cap: usize, now: Pausing) -> Pausing {
+        let main = self.buffer.len() - self.retry_buffered;
+        let full = |n: usize, paused: bool| n >= cap || paused && n >= cap / 2;
+        Pausing {
+            main: full(main, now.main),
+            retry: full(self.retry_buffered, now.retry),
+            generation: self.generation,
+        }
+    }
+}
+
+/// What the poller pauses, for the assignment of one generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Pausing {
+    main: bool,
+    retry: bool,
+    generation: u64,
 }
 
 enum Command {
@@ -197,6 +297,24 @@ enum Command {
 }
 
 impl Member {
+    /// A member not yet joined, and the receiving end of its poller's
+    /// commands.
+    fn new(settings: Settings, producer: FutureProducer) -> (Arc<Member>, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel();
+        let member = Arc::new(Member {
+            retry: retry_topic(&settings.topic),
+            settings,
+            state: Mutex::default(),
+            changed: Notify::new(),
+            producer,
+            counters: Counters::default(),
+            closed: AtomicBool::new(false),
+            stopped: watch::Sender::new(false),
+            commands: Mutex::new(tx),
+        });
+        (member, rx)
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
@@ -220,6 +338,25 @@ impl Member {
 
     pub(super) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Why the member cannot be used, if it cannot: its poller's failure,
+    /// or that it was closed.
+    fn check_usable(&self) -> Result<()> {
+        if let Some(e) = &self.state().failed {
+            return Err(e.clone());
+        }
+        if self.is_closed() {
+            return Err(BusError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Waits (at most [`STOP_TIMEOUT`]) until the poller of a closed
+    /// member has made its last commit and left the group.
+    pub(super) async fn stopped(&self) {
+        let mut stopped = self.stopped.subscribe();
+        let _ = tokio::time::timeout(STOP_TIMEOUT, stopped.wait_for(|s| *s)).await;
     }
 
     /// Stops the member: its poller commits, leaves the group and ends.
@@ -255,55 +392,84 @@ impl Member {
         let Some(source) = self.source(m.topic()) else {
             return;
         };
-        let (partition, offset) = (m.partition(), m.offset());
-        let mut headers = Vec::new();
-        let (mut id, mut attempts, mut not_before, mut group) = (None, 0, 0, None);
-        if let Some(hs) = m.headers() {
-            for h in hs.iter() {
-                let value = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
-                match h.key {
-                    header::ID => id = Some(value),
-                    header::ATTEMPT => attempts = value.parse().unwrap_or(0),
-                    header::NOT_BEFORE => not_before = value.parse().unwrap_or(0),
-                    header::GROUP => group = Some(value),
-                    _ => headers.push((h.key.to_string(), value)),
-                }
-            }
-        }
+        let headers = m.headers().map_or_else(Vec::new, |hs| {
+            hs.iter()
+                .map(|h| {
+                    let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                    (h.key.to_string(), value.into_owned())
+                })
+                .collect()
+        });
+        let record = Record {
+            source,
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            headers,
+            payload: m.payload().unwrap_or_default(),
+            timestamp_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
+        };
+        self.take(record);
+    }
+
+    /// Buffers a record, unless it was fetched already or, on `T.retry`,
+    /// is another group's.
+    fn take(&self, r: Record<'_>) {
         let mut state = self.state();
-        let track = state.tracks.entry((source, partition)).or_default();
-        if track.next.is_some_and(|next| offset < next) {
+        let track = state.tracks.entry((r.source, r.partition)).or_default();
+        if track.next.is_some_and(|next| r.offset < next) {
             // Fetched again after a rebalance gave the partition back: it
             // is held already, or settled.
             return;
         }
-        track.next = Some(offset + 1);
-        let id = match source {
-            Source::Main => format!("{partition}-{offset}"),
-            Source::Retry => {
-                // `T.retry` is shared by every group of `T`: a copy for
-                // another group, or one not written by Weir, is not ours.
-                match id {
-                    Some(id) if group.as_deref() == Some(self.settings.kafka_group.as_str()) => id,
-                    _ => return,
-                }
-            }
+        track.next = Some(r.offset + 1);
+        let Some(fetched) = self.fetched(r) else {
+            return;
         };
-        track.outstanding.insert(offset);
-        state.buffer.push_back(Fetched {
-            id,
-            source,
-            partition,
-            offset,
-            key: m.key().map(Bytes::copy_from_slice),
-            headers,
-            payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-            timestamp_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
-            attempts,
-            not_before,
-        });
+        state.take(fetched);
         drop(state);
         self.changed.notify_waiters();
+    }
+
+    /// What a record is to this member. On the main topic every header is
+    /// the publisher's; on `T.retry` Weir's own say what the copy is (and
+    /// `T.retry` is shared by every group of `T`: a copy for another group,
+    /// or one not written by Weir, is not this member's).
+    fn fetched(&self, r: Record<'_>) -> Option<Fetched> {
+        let mut fetched = Fetched {
+            id: format!("{}-{}", r.partition, r.offset),
+            source: r.source,
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key.map(Bytes::copy_from_slice),
+            headers: Vec::new(),
+            payload: Bytes::copy_from_slice(r.payload),
+            timestamp_ms: r.timestamp_ms,
+            attempts: 0,
+            not_before: 0,
+        };
+        if r.source == Source::Main {
+            fetched.headers = r.headers;
+            return Some(fetched);
+        }
+        let (mut id, mut group) = (None, None);
+        for (name, value) in r.headers {
+            match name.as_str() {
+                header::ID => id = Some(value),
+                header::ATTEMPT => fetched.attempts = value.parse().unwrap_or(0),
+                header::NOT_BEFORE => fetched.not_before = value.parse().unwrap_or(0),
+                header::GROUP => group = Some(value),
+                header::TIMESTAMP => {
+                    fetched.timestamp_ms = value.parse().unwrap_or(fetched.timestamp_ms);
+                }
+                _ => fetched.headers.push((name, value)),
+            }
+        }
+        if group.as_deref() != Some(self.settings.kafka_group.as_str()) {
+            return None;
+        }
+        fetched.id = id?;
+        Some(fetched)
     }
 
     /// Partitions are about to be taken away: what may be committed now.
@@ -343,9 +509,7 @@ impl Member {
         for p in &lost {
             state.tracks.remove(p);
         }
-        state
-            .buffer
-            .retain(|m| !lost.contains(&(m.source, m.partition)));
+        state.retain_buffered(|m| !lost.contains(&(m.source, m.partition)));
         let moved: Vec<String> = state
             .leases
             .iter()
@@ -357,6 +521,7 @@ impl Member {
             state.remember(id, Outcome::GivenBack);
         }
         state.joined = true;
+        state.generation += 1;
         drop(state);
         self.changed.notify_waiters();
     }
@@ -406,6 +571,17 @@ impl Member {
             let Some(m) = state.buffer.remove(i) else {
                 break;
             };
+            if m.source == Source::Retry {
+                state.retry_buffered -= 1;
+            }
+            if state.leases.contains_key(&m.id) {
+                // Another copy of a message this member holds (the
+                // original and its retry, both fetched again after a
+                // member died between republishing and committing): the
+                // held one carries it.
+                state.settled(&m);
+                continue;
+            }
             let delivery_count = m.attempts + 1;
             out.push(Delivery {
                 id: m.id.clone(),
@@ -424,6 +600,7 @@ impl Member {
                     message: m,
                     expiry: leased_at + self.settings.visibility_timeout,
                     leased_at,
+                    again: None,
                 },
             );
             if delivery_count > 1 {
@@ -439,6 +616,10 @@ impl Member {
     /// Republishes messages this member gives back, to `T.retry` (or
     /// `T.dlq` past the delivery limit), then marks the originals settled.
     /// `reason` set: dead-letter them all as rejected with that reason.
+    ///
+    /// Each message on its own: one whose copy did not reach Kafka stays
+    /// leased, unsettled, and is tried again after [`GIVE_BACK_PAUSE`]
+    /// (the first such error is returned); the others are settled.
     async fn give_back(
         &self,
         leases: Vec<Lease>,
@@ -448,91 +629,106 @@ impl Member {
         if leases.is_empty() {
             return Ok(());
         }
-        let not_before = (now_ms() + delay.as_millis() as i64).to_string();
-        let mut pending = Vec::with_capacity(leases.len());
-        let mut dead = 0;
-        let sent: Result<()> = async {
-            for lease in &leases {
-                let m = &lease.message;
-                let attempts = m.attempts + 1;
-                let mut headers = m.headers.clone();
-                let topic = if reason.is_some() || attempts >= self.settings.max_deliveries {
-                    dead += 1;
-                    let why = if reason.is_some() {
-                        "rejected"
-                    } else {
-                        "delivery_limit"
-                    };
-                    headers.push((dead_letter::REASON.into(), why.into()));
-                    if let Some(detail) = reason {
-                        headers.push((dead_letter::DETAIL.into(), detail.into()));
-                    }
-                    let (p, o) = m.id.split_once('-').unwrap_or((&m.id, ""));
-                    headers.extend([
-                        (
-                            dead_letter::ORIGIN_TOPIC.into(),
-                            self.settings.topic.clone(),
-                        ),
-                        (dead_letter::ORIGIN_PARTITION.into(), p.to_string()),
-                        (dead_letter::ORIGIN_OFFSET.into(), o.to_string()),
-                        (
-                            dead_letter::ORIGIN_GROUP.into(),
-                            self.settings.group.clone(),
-                        ),
-                        (
-                            dead_letter::ORIGIN_TIMESTAMP.into(),
-                            m.timestamp_ms.to_string(),
-                        ),
-                        (dead_letter::DELIVERY_COUNT.into(), attempts.to_string()),
-                    ]);
-                    weir_queue::dead_letter_topic(&self.settings.topic)
-                } else {
-                    headers.extend([
-                        (header::ID.into(), m.id.clone()),
-                        (header::ATTEMPT.into(), attempts.to_string()),
-                        (header::NOT_BEFORE.into(), not_before.clone()),
-                        (header::GROUP.into(), self.settings.kafka_group.clone()),
-                    ]);
-                    self.retry.clone()
-                };
-                let out = Outgoing {
-                    key: m.key.as_deref(),
-                    headers: &headers,
-                    payload: &m.payload,
-                    timestamp: m.timestamp_ms,
-                };
-                pending.push(send(&self.producer, &topic, out).await?);
-            }
-            for delivery in pending.drain(..) {
-                delivered(delivery).await?;
-            }
-            Ok(())
+        let not_before = now_ms() + delay.as_millis() as i64;
+        let mut sends = Vec::with_capacity(leases.len());
+        for lease in &leases {
+            let (topic, headers, dead) = self.copy_of(&lease.message, not_before, reason);
+            let out = Outgoing {
+                key: lease.message.key.as_deref(),
+                headers: &headers,
+                payload: &lease.message.payload,
+                // The copy's own time, so that the retention of `T.retry`
+                // and `T.dlq` counts from now; the original's travels in a
+                // header.
+                timestamp: now_ms(),
+            };
+            sends.push((dead, send(&self.producer, &topic, out).await));
         }
-        .await;
+        let mut outcomes = Vec::with_capacity(sends.len());
+        for (dead, sent) in sends {
+            let landed = match sent {
+                Ok(delivery) => delivered(delivery).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            outcomes.push((dead, landed));
+        }
         let mut state = self.state();
-        match sent {
-            Ok(()) => {
-                for lease in &leases {
+        let (mut dead_lettered, mut first_error) = (0, None);
+        for (lease, (dead, landed)) in leases.into_iter().zip(outcomes) {
+            match landed {
+                Ok(()) => {
                     state.settled(&lease.message);
+                    dead_lettered += u64::from(dead);
                 }
-                self.counters
-                    .dead_lettered
-                    .fetch_add(dead, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                // Nothing is lost: the originals stay unsettled and leased
-                // again, so the next settle or expiry tries once more (a
-                // copy that did reach Kafka makes this at-least-once).
-                for lease in leases {
-                    state.leases.insert(lease.message.id.clone(), lease);
+                Err(e) => {
+                    state.lease_again(lease, delay, reason);
+                    first_error.get_or_insert(e);
                 }
-                Err(e)
             }
         }
+        drop(state);
+        self.counters
+            .dead_lettered
+            .fetch_add(dead_lettered, Ordering::Relaxed);
+        first_error.map_or(Ok(()), Err)
     }
 
-    /// Gives back every lease past its visibility timeout.
+    /// The copy a give-back publishes: its topic, its headers, and whether
+    /// it is a dead letter.
+    fn copy_of(
+        &self,
+        m: &Fetched,
+        not_before: i64,
+        reason: Option<&str>,
+    ) -> (String, Vec<(String, String)>, bool) {
+        let attempts = m.attempts + 1;
+        let mut headers = m.headers.clone();
+        if reason.is_none() && attempts < self.settings.max_deliveries {
+            headers.extend([
+                (header::ID.into(), m.id.clone()),
+                (header::ATTEMPT.into(), attempts.to_string()),
+                (header::NOT_BEFORE.into(), not_before.to_string()),
+                (header::GROUP.into(), self.settings.kafka_group.clone()),
+                (header::TIMESTAMP.into(), m.timestamp_ms.to_string()),
+            ]);
+            return (self.retry.clone(), headers, false);
+        }
+        let why = if reason.is_some() {
+            "rejected"
+        } else {
+            "delivery_limit"
+        };
+        headers.push((dead_letter::REASON.into(), why.into()));
+        if let Some(detail) = reason {
+            headers.push((dead_letter::DETAIL.into(), detail.into()));
+        }
+        let (p, o) = m.id.split_once('-').unwrap_or((&m.id, ""));
+        headers.extend([
+            (
+                dead_letter::ORIGIN_TOPIC.into(),
+                self.settings.topic.clone(),
+            ),
+            (dead_letter::ORIGIN_PARTITION.into(), p.to_string()),
+            (dead_letter::ORIGIN_OFFSET.into(), o.to_string()),
+            (
+                dead_letter::ORIGIN_GROUP.into(),
+                self.settings.group.clone(),
+            ),
+            (
+                dead_letter::ORIGIN_TIMESTAMP.into(),
+                m.timestamp_ms.to_string(),
+            ),
+            (dead_letter::DELIVERY_COUNT.into(), attempts.to_string()),
+        ]);
+        (
+            weir_queue::dead_letter_topic(&self.settings.topic),
+            headers,
+            true,
+        )
+    }
+
+    /// Gives back every lease past its visibility timeout, and tries again
+    /// the give-backs that failed.
     async fn expire(&self) -> Result<()> {
         let now = Instant::now();
         let expired: Vec<Lease> = {
@@ -546,45 +742,28 @@ impl Member {
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(lease) = state.leases.remove(&id) {
-                    state.remember(id, Outcome::GivenBack);
+                    if lease.again.is_none() {
+                        state.remember(id, Outcome::GivenBack);
+                    }
                     out.push(lease);
                 }
             }
             out
         };
-        let result = self.give_back(expired, Duration::ZERO, None).await;
+        // Timed out leases go to `T.retry`; failed give-backs are tried
+        // again as they were asked, one batch per delay and reason.
+        let mut batches: HashMap<(Duration, Option<String>), Vec<Lease>> = HashMap::new();
+        for mut lease in expired {
+            let how = lease.again.take().unwrap_or_default();
+            batches.entry(how).or_default().push(lease);
+        }
+        let mut result = Ok(());
+        for ((delay, reason), leases) in batches {
+            let given = self.give_back(leases, delay, reason.as_deref()).await;
+            result = result.and(given);
+        }
         self.changed.notify_waiters();
         result
-    }
-}
-
-/// A member's librdkafka context: serves its rebalances.
-struct Context {
-    member: Arc<Member>,
-}
-
-impl ClientContext for Context {}
-
-impl ConsumerContext for Context {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let commit = self.member.revoke(tpl);
-            if commit.count() > 0
-                && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
-            {
-                tracing::warn!(group = %self.member.settings.kafka_group, "committing before a rebalance: {e}");
-            }
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => self.member.assign(tpl),
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => {
-                tracing::warn!(group = %self.member.settings.kafka_group, "rebalance: {e}");
-            }
-        }
     }
 }
 
@@ -607,17 +786,7 @@ pub(super) async fn join(
                 Start::Latest => "latest",
             },
         );
-    let (tx, rx) = mpsc::channel();
-    let member = Arc::new(Member {
-        retry: retry_topic(&settings.topic),
-        settings,
-        state: Mutex::default(),
-        changed: Notify::new(),
-        producer,
-        counters: Counters::default(),
-        closed: AtomicBool::new(false),
-        commands: Mutex::new(tx),
-    });
+    let (member, rx) = Member::new(settings, producer);
     let consumer: BaseConsumer<Context> = config
         .create_with_context(Context {
             member: Arc::clone(&member),
@@ -681,164 +850,6 @@ pub(super) async fn join(
     Ok((member, Box::new(sub)))
 }
 
-/// A new group started at latest begins at the current end of its topics:
-/// committed before joining, so that nothing published after `subscribe`
-/// returns is skipped.
-fn start_at_latest(consumer: &BaseConsumer<Context>, member: &Member) -> Result<()> {
-    let mut tpl = TopicPartitionList::new();
-    for topic in [member.settings.topic.as_str(), member.retry.as_str()] {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
-            .map_err(kafka_error)?;
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                tpl.add_partition(topic, p.id());
-            }
-        }
-    }
-    let committed = consumer
-        .committed_offsets(tpl.clone(), ADMIN_TIMEOUT)
-        .map_err(kafka_error)?;
-    if committed
-        .elements()
-        .iter()
-        .any(|e| matches!(e.offset(), Offset::Offset(_)))
-    {
-        return Ok(());
-    }
-    let mut ends = TopicPartitionList::new();
-    for e in tpl.elements() {
-        let (_, high) = consumer
-            .fetch_watermarks(e.topic(), e.partition(), ADMIN_TIMEOUT)
-            .map_err(kafka_error)?;
-        ends.add_partition_offset(e.topic(), e.partition(), Offset::Offset(high))
-            .map_err(kafka_error)?;
-    }
-    consumer
-        .commit(&ends, CommitMode::Sync)
-        .map_err(kafka_error)
-}
-
-/// The poller thread: fetch, serve rebalances and seeks, commit.
-fn poll_loop(consumer: BaseConsumer<Context>, member: &Member, commands: mpsc::Receiver<Command>) {
-    let buffer_cap = (member.settings.max_in_flight * 2).max(1000);
-    let mut paused = false;
-    let mut last_commit = std::time::Instant::now();
-    while !member.is_closed() {
-        while let Ok(command) = commands.try_recv() {
-            match command {
-                Command::Seek(offsets, reply) => {
-                    let _ = reply.send(seek(&consumer, member, &offsets));
-                }
-            }
-        }
-        let buffered = member.state().buffer.len();
-        if (!paused && buffered >= buffer_cap || paused && buffered < buffer_cap / 2)
-            && let Ok(assignment) = consumer.assignment()
-        {
-            let result = if paused {
-                consumer.resume(&assignment)
-            } else {
-                consumer.pause(&assignment)
-            };
-            if result.is_ok() {
-                paused = !paused;
-            }
-        }
-        match consumer.poll(POLL) {
-            Some(Ok(m)) => member.accept(&m),
-            Some(Err(e)) => {
-                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
-                    member.state().failed = Some(kafka_error(e));
-                    member.changed.notify_waiters();
-                    break;
-                }
-                tracing::debug!(group = %member.settings.kafka_group, "Kafka consumer: {e}");
-            }
-            None => {}
-        }
-        if last_commit.elapsed() >= COMMIT_EVERY {
-            commit(&consumer, member);
-            last_commit = std::time::Instant::now();
-        }
-    }
-    commit(&consumer, member);
-    // Dropping the consumer closes it: it leaves the group, whose other
-    // members take its partitions at once.
-    drop(consumer);
-}
-
-fn commit(consumer: &BaseConsumer<Context>, member: &Member) {
-    let due = member.commits_due();
-    if due.count() == 0 {
-        return;
-    }
-    if let Err(e) = consumer.commit(&due, CommitMode::Sync) {
-        tracing::debug!(group = %member.settings.kafka_group, "committing offsets: {e}");
-        // Try again at the next commit.
-        let mut state = member.state();
-        for e in due.elements() {
-            if let Some(source) = member.source(e.topic())
-                && let Some(track) = state.tracks.get_mut(&(source, e.partition()))
-            {
-                track.committed = None;
-            }
-        }
-    }
-}
-
-/// Moves this member's partitions of the main topic to `offsets`.
-fn seek(consumer: &BaseConsumer<Context>, member: &Member, offsets: &[(i32, i64)]) -> Result<()> {
-    let assignment = consumer.assignment().map_err(kafka_error)?;
-    let topic = member.topic_of(Source::Main).to_string();
-    let mine: Vec<(i32, i64)> = offsets
-        .iter()
-        .copied()
-        .filter(|(p, _)| assignment.find_partition(&topic, *p).is_some())
-        .collect();
-    let mut commit = TopicPartitionList::new();
-    for &(partition, offset) in &mine {
-        consumer
-            .seek(&topic, partition, Offset::Offset(offset), ADMIN_TIMEOUT)
-            .map_err(kafka_error)?;
-        commit
-            .add_partition_offset(&topic, partition, Offset::Offset(offset))
-            .map_err(kafka_error)?;
-    }
-    {
-        let mut state = member.state();
-        let moved = |source: Source, partition: i32| {
-            source == Source::Main && mine.iter().any(|(p, _)| *p == partition)
-        };
-        state.buffer.retain(|m| !moved(m.source, m.partition));
-        let ids: Vec<String> = state
-            .leases
-            .iter()
-            .filter(|(_, l)| moved(l.message.source, l.message.partition))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            state.leases.remove(&id);
-        }
-        for &(partition, offset) in &mine {
-            state.tracks.insert(
-                (Source::Main, partition),
-                Track {
-                    committed: Some(offset),
-                    ..Track::default()
-                },
-            );
-        }
-    }
-    if commit.count() > 0 {
-        consumer
-            .commit(&commit, CommitMode::Sync)
-            .map_err(kafka_error)?;
-    }
-    member.changed.notify_waiters();
-    Ok(())
-}
-
 /// Gives back expired leases until the member is gone.
 async fn janitor(member: std::sync::Weak<Member>) {
     loop {
@@ -874,12 +885,7 @@ impl Subscription for KafkaSubscription {
         loop {
             let mut changed = std::pin::pin!(self.member.changed.notified());
             changed.as_mut().enable();
-            if self.member.is_closed() {
-                return Err(BusError::Closed);
-            }
-            if let Some(e) = &self.member.state().failed {
-                return Err(e.clone());
-            }
+            self.member.check_usable()?;
             if max == 0 {
                 return Ok(Vec::new());
             }
@@ -920,9 +926,7 @@ impl Settler for KafkaSettler {
             id.parse::<MessageId>()?;
         }
         let member = &self.member;
-        if member.is_closed() {
-            return Err(BusError::Closed);
-        }
+        member.check_usable()?;
         let mut statuses = Vec::with_capacity(ids.len());
         let mut taken = Vec::new();
         {
@@ -966,5 +970,201 @@ impl Settler for KafkaSettler {
         }
         member.changed.notify_waiters();
         Ok(statuses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member of group `g` on topic `t` whose producer reaches no broker:
+    /// what it republishes fails after 300 ms.
+    fn member() -> (Arc<Member>, Acker) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("message.timeout.ms", "300")
+            .set("log_level", "0")
+            .create()
+            .unwrap();
+        let settings = Settings {
+            topic: "t".into(),
+            group: "g".into(),
+            kafka_group: "g:t".into(),
+            consumer_id: "c".into(),
+            start: Start::Earliest,
+            visibility_timeout: Duration::from_secs(30),
+            max_deliveries: 5,
+            max_in_flight: 100,
+        };
+        let (member, _commands) = Member::new(settings, producer);
+        let acker = Acker::new(Arc::new(KafkaSettler {
+            member: Arc::clone(&member),
+        }));
+        (member, acker)
+    }
+
+    fn record(
+        source: Source,
+        partition: i32,
+        offset: i64,
+        headers: &[(&str, &str)],
+    ) -> Record<'static> {
+        Record {
+            source,
+            partition,
+            offset,
+            key: None,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            payload: b"x",
+            timestamp_ms: 1_000,
+        }
+    }
+
+    /// A retry copy of message `id` for group `g:t`, due at once.
+    fn retry_of(id: &str, partition: i32, offset: i64) -> Record<'static> {
+        let id: &'static str = Box::leak(id.to_string().into_boxed_str());
+        record(
+            Source::Retry,
+            partition,
+            offset,
+            &[
+                (header::ID, id),
+                (header::ATTEMPT, "1"),
+                (header::NOT_BEFORE, "0"),
+                (header::GROUP, "g:t"),
+                (header::TIMESTAMP, "777"),
+            ],
+        )
+    }
+
+    fn commit_point(member: &Member, source: Source, partition: i32) -> Option<i64> {
+        member.state().tracks[&(source, partition)].commit_point()
+    }
+
+    #[test]
+    fn retry_copies_are_taken_only_by_their_group() {
+        let (member, acker) = member();
+        member.take(retry_of("0-4", 1, 0));
+        let mut other = retry_of("0-5", 1, 1);
+        other.headers[3].1 = "h:t".into();
+        member.take(other);
+        member.take(record(Source::Retry, 1, 2, &[("job", "1")]));
+        let (got, _) = member.lease(10, &acker);
+        assert_eq!(got.len(), 1);
+        let d = &got[0];
+        assert_eq!((d.id.as_str(), d.delivery_count), ("0-4", 2));
+        assert_eq!(d.timestamp_ms, 777, "the original's time, from its header");
+        assert!(
+            d.headers.is_empty(),
+            "Weir's headers stay Weir's: {:?}",
+            d.headers
+        );
+        // What is not this group's is not outstanding: the commit passes it.
+        assert_eq!(commit_point(&member, Source::Retry, 1), Some(0));
+    }
+
+    #[test]
+    fn on_the_main_topic_every_header_is_the_publishers() {
+        let (member, acker) = member();
+        let headers = [
+            (header::ATTEMPT, "9"),
+            (header::NOT_BEFORE, "99999999999999"),
+        ];
+        member.take(record(Source::Main, 0, 3, &headers));
+        let (got, _) = member.lease(10, &acker);
+        assert_eq!(
+            got.len(),
+            1,
+            "not held back by a not-before it did not get from Weir"
+        );
+        assert_eq!(got[0].id, "0-3");
+        assert_eq!(got[0].delivery_count, 1);
+        assert_eq!(got[0].headers.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_second_copy_of_a_held_message_is_settled_not_leased_again() {
+        let (member, acker) = member();
+        // The original, and the retry copy a dead member made of it before
+        // it could commit: both fetched again.
+        member.take(record(Source::Main, 0, 5, &[]));
+        member.take(retry_of("0-5", 2, 8));
+        let (got, _) = member.lease(10, &acker);
+        assert_eq!(got.len(), 1, "one lease per id");
+        assert_eq!(member.state().buffer.len(), 0);
+        assert_eq!(
+            commit_point(&member, Source::Retry, 2),
+            Some(9),
+            "the copy settled"
+        );
+        assert_eq!(
+            commit_point(&member, Source::Main, 0),
+            Some(5),
+            "the held one not yet"
+        );
+        let statuses = acker.ack(&["0-5".to_string()]).await.unwrap();
+        assert_eq!(statuses, vec![SettleStatus::Done]);
+        assert_eq!(
+            commit_point(&member, Source::Main, 0),
+            Some(6),
+            "nothing left stuck"
+        );
+    }
+
+    #[test]
+    fn retries_waiting_for_their_time_pause_only_their_own_topic() {
+        let (member, acker) = member();
+        for offset in 0..10 {
+            let mut later = retry_of(&format!("0-{offset}"), 0, offset);
+            later.headers[2].1 = "99999999999999".into();
+            member.take(later);
+        }
+        member.take(record(Source::Main, 0, 0, &[]));
+        let state = member.state();
+        let now = state.pausing(10, Pausing::default());
+        assert!(now.retry && !now.main, "{now:?}");
+        drop(state);
+        let (got, next_due) = member.lease(10, &acker);
+        assert_eq!(got.len(), 1, "the main topic's message comes past them");
+        assert_eq!(next_due, Some(99_999_999_999_999));
+        // Hysteresis: paused until down to half the cap.
+        let mut state = member.state();
+        state.retain_buffered(|m| m.offset < 6);
+        let then = state.pausing(10, now);
+        assert!(then.retry, "6 of 10 is above half: {then:?}");
+        state.retain_buffered(|m| m.offset < 4);
+        assert!(!state.pausing(10, then).retry);
+    }
+
+    #[tokio::test]
+    async fn a_nack_whose_copy_cannot_be_written_keeps_its_lease_and_tries_later() {
+        let (member, acker) = member();
+        member.take(record(Source::Main, 0, 0, &[]));
+        member.take(record(Source::Main, 0, 1, &[]));
+        let (got, _) = member.lease(10, &acker);
+        let ids: Vec<String> = got.iter().map(|d| d.id.clone()).collect();
+        let nacked = acker.nack(&ids[..1], Duration::from_secs(3)).await;
+        assert!(nacked.is_err(), "the broker is unreachable: {nacked:?}");
+        {
+            let state = member.state();
+            let lease = &state.leases["0-0"];
+            assert_eq!(
+                lease.again,
+                Some((Duration::from_secs(3), None)),
+                "tried again as asked"
+            );
+            assert!(lease.expiry > Instant::now(), "not at once: after a pause");
+            assert_eq!(
+                state.tracks[&(Source::Main, 0)].commit_point(),
+                Some(0),
+                "nothing settled"
+            );
+        }
+        // The other message was not touched by the failure.
+        let statuses = acker.ack(&ids[1..]).await.unwrap();
+        assert_eq!(statuses, vec![SettleStatus::Done]);
     }
 }
