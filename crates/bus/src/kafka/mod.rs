@@ -70,11 +70,6 @@ pub mod header {
     /// When the original was published, milliseconds since the epoch (the
     /// copy's own record time is when it was made).
     pub const TIMESTAMP: &str = "x-weir-timestamp";
-
-    /// Whether a header is one of the above.
-    pub fn is_internal(name: &str) -> bool {
-        [ID, ATTEMPT, NOT_BEFORE, GROUP, TIMESTAMP].contains(&name)
-    }
 }
 
 /// The retry topic of `topic`.

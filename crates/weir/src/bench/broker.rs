@@ -28,12 +28,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use weir_api::Client;
 use weir_api::wire::{Encoding, PublishRequest};
-use weir_bus::{ConnectOptions, SubscribeOptions};
+use weir_bus::ConnectOptions;
 use weir_queue::{Queue, QueueConfig};
 use weir_server::ServerConfig;
 
-use super::group::{Consumed, Group, GroupConfig, VISIBILITY};
-use super::latency::{self, Latency, Steady};
+use super::group::{Consumed, Group, GroupConfig};
+use super::latency::{self, Latency};
 use super::{Workload, machine, report};
 
 #[derive(Debug, clap::Args)]
@@ -203,23 +203,9 @@ async fn latency(b: &Workload, url: &str) -> anyhow::Result<Latency> {
     let bus = weir_bus::connect(url, &ConnectOptions::default())
         .await
         .with_context(|| format!("connecting to {url}"))?;
-    let options = SubscribeOptions {
-        visibility_timeout: Some(VISIBILITY),
-        max_in_flight: b.max_in_flight.max(1),
-        ..SubscribeOptions::new("latency")
-    };
-    let sub = bus
-        .subscribe(LATENCY_TOPIC, GROUP, options)
-        .await
-        .with_context(|| format!("subscribing to {LATENCY_TOPIC} at {url}"))?;
     let client = Client::new(url, None)?;
     let size = b.size;
-    let steady = Steady {
-        rate: b.rate.max(1),
-        messages: b.rate.max(1) * b.seconds,
-        size,
-    };
-    let measured = latency::measure(sub, steady, move |stamp, n| {
+    let measured = latency::measure(bus.as_ref(), LATENCY_TOPIC, GROUP, b, move |stamp, n| {
         let client = client.clone();
         let items: Vec<PublishRequest> = (0..n).map(|_| stamped_item(stamp, size)).collect();
         async move {

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use weir_bus::{Bus, ConnectOptions, Message, SubscribeOptions};
+use weir_bus::{Bus, ConnectOptions, Message};
 
-use super::group::{Consumed, Group, GroupConfig, VISIBILITY, WARM_UP};
-use super::latency::{self, Latency, STALL, Steady};
-use super::{Workload, machine, report};
+use super::group::{Consumed, Group, GroupConfig, WARM_UP};
+use super::latency::{self, Latency};
+use super::{STALL, Workload, machine, report};
 use crate::options::parse_key_value;
 
 #[derive(Debug, clap::Args)]
@@ -237,24 +237,11 @@ async fn warm_up(bus: &dyn Bus, topic: &str, partitions: u32, group: &Group) -> 
 
 /// Run 2: one member on a new topic, one publisher at a steady rate.
 async fn steady_latency(b: &BusBench, bus: &Arc<dyn Bus>, topic: &str) -> anyhow::Result<Latency> {
-    let options = SubscribeOptions {
-        visibility_timeout: Some(VISIBILITY),
-        max_in_flight: b.load.max_in_flight.max(1),
-        ..SubscribeOptions::new("latency")
-    };
-    let sub = bus
-        .subscribe(topic, GROUP, options)
-        .await
-        .with_context(|| format!("subscribing to {topic}"))?;
-    let steady = Steady {
-        rate: b.load.rate.max(1),
-        messages: b.load.rate.max(1) * b.load.seconds.max(1),
-        size: b.load.size,
-    };
-    let (bus, topic) = (Arc::clone(bus), topic.to_string());
-    latency::measure(sub, steady, move |stamp, n| {
-        let (bus, topic) = (Arc::clone(&bus), topic.clone());
-        let payload = Bytes::from(latency::stamped(stamp, steady.size));
+    let size = b.load.size;
+    let (publisher, name) = (Arc::clone(bus), topic.to_string());
+    latency::measure(bus.as_ref(), topic, GROUP, &b.load, move |stamp, n| {
+        let (bus, topic) = (Arc::clone(&publisher), name.clone());
+        let payload = Bytes::from(latency::stamped(stamp, size));
         async move {
             let messages = (0..n).map(|_| Message::new(payload.clone())).collect();
             bus.publish_batch(&topic, messages)

@@ -12,15 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::task::JoinHandle;
-use weir_bus::{Bus, SettleStatus, SubscribeOptions, Subscription};
+use weir_bus::{Bus, SettleStatus, Subscription};
 
-use super::latency::STALL;
+use super::{STALL, member_options};
 
 /// Marks a warm-up message.
 pub(super) const WARM_UP: &str = "x-weir-bench-warm-up";
-/// How long the benches' deliveries stay leased: longer than any run, so
-/// nothing is delivered twice for being slow.
-pub(super) const VISIBILITY: Duration = Duration::from_secs(600);
 
 /// What a group saw while consuming.
 #[derive(Debug, Default)]
@@ -77,11 +74,7 @@ impl Group {
             warmed: Vec::new(),
         };
         for c in 0..config.members.max(1) {
-            let options = SubscribeOptions {
-                visibility_timeout: Some(VISIBILITY),
-                max_in_flight: config.max_in_flight.max(1),
-                ..SubscribeOptions::new(format!("c{c}"))
-            };
+            let options = member_options(format!("c{c}"), config.max_in_flight);
             let sub = bus
                 .subscribe(topic, group, options)
                 .await

@@ -17,10 +17,10 @@ use anyhow::{Context, bail};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
-use weir_bus::{Acker, Subscription};
+use weir_bus::{Acker, Bus, Subscription};
 
-/// A run that makes no progress for this long is stuck, and fails.
-pub(super) const STALL: Duration = Duration::from_secs(30);
+use super::{STALL, Workload, member_options};
+
 /// How often the publisher sends a batch.
 const TICK: Duration = Duration::from_millis(1);
 /// Batches in flight at once at most.
@@ -28,13 +28,22 @@ const IN_FLIGHT: usize = 64;
 
 /// The publishing schedule.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Steady {
+struct Steady {
     /// Messages per second.
-    pub(super) rate: u64,
+    rate: u64,
     /// Messages in all.
-    pub(super) messages: u64,
-    /// Payload bytes per message.
-    pub(super) size: usize,
+    messages: u64,
+}
+
+impl Steady {
+    /// `--rate` for `--seconds`.
+    fn of(load: &Workload) -> Steady {
+        let rate = load.rate.max(1);
+        Steady {
+            rate,
+            messages: rate * load.seconds.max(1),
+        }
+    }
 }
 
 /// What a run measured: publish-to-receive latencies, in nanoseconds.
@@ -91,23 +100,30 @@ fn stamp_of(payload: &[u8]) -> Option<u64> {
     Some(sent)
 }
 
-/// Runs the schedule `steady` through `publish(stamp, n)`, which publishes
-/// `n` messages stamped `stamp` (nanoseconds since the run began), while
-/// `sub` receives them; `sub` must be a fresh member of a group that sees
-/// nothing else.
+/// Runs `load`'s schedule through `publish(stamp, n)`, which publishes `n`
+/// messages stamped `stamp` (nanoseconds since the run began) to `topic`,
+/// while one member of `group` on `bus` receives them; `topic` must be
+/// one of this run alone.
 ///
 /// One stamped message goes first and is awaited, untimed: a transport
 /// whose member joins its group in the background (Kafka) starts measuring
 /// once it has.
 pub(super) async fn measure<P, F>(
-    mut sub: Box<dyn Subscription>,
-    steady: Steady,
+    bus: &dyn Bus,
+    topic: &str,
+    group: &str,
+    load: &Workload,
     publish: P,
 ) -> anyhow::Result<Latency>
 where
     P: Fn(u64, u64) -> F + Send + Sync + 'static,
     F: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
+    let steady = Steady::of(load);
+    let mut sub = bus
+        .subscribe(topic, group, member_options("latency", load.max_in_flight))
+        .await
+        .with_context(|| format!("subscribing to {topic}"))?;
     let acker = sub.acker();
     warm_up(sub.as_mut(), &acker, &publish).await?;
 

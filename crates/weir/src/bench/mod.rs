@@ -12,6 +12,7 @@ mod queue;
 
 use std::time::Duration;
 
+use weir_bus::SubscribeOptions;
 use weir_queue::Fsync;
 
 use crate::options::parse_fsync;
@@ -49,6 +50,21 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Gol(b) => gol::run(b).await,
         BenchCommand::Collect(b) => collect::run(b).await,
         BenchCommand::Monitor(b) => monitor::run(b).await,
+    }
+}
+
+/// A run that makes no progress for this long is stuck, and fails.
+const STALL: Duration = Duration::from_secs(30);
+/// How long the benches' deliveries stay leased: longer than any run, so
+/// nothing is delivered twice for being slow.
+const VISIBILITY: Duration = Duration::from_secs(600);
+
+/// How a bench's consumer `id` joins its group.
+fn member_options(id: impl Into<String>, max_in_flight: usize) -> SubscribeOptions {
+    SubscribeOptions {
+        visibility_timeout: Some(VISIBILITY),
+        max_in_flight: max_in_flight.max(1),
+        ..SubscribeOptions::new(id)
     }
 }
 
